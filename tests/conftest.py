@@ -1,0 +1,14 @@
+"""Test set-up shared by every test module."""
+
+import os
+import sys
+
+# Keras-2 layers (tf-keras), which TFP uses; must precede the first TF import.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('MUJOCO_GL', 'egl')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# Let tests import the flat modules of the repository root.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
