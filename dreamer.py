@@ -694,8 +694,7 @@ def parse_args(argv=None):
   pre.add_argument('--preset', nargs='+', default=[], choices=sorted(PRESETS))
   presets = pre.parse_known_args(argv)[0].preset
   parser = argparse.ArgumentParser(
-      description='Dreamer: learning behaviors by latent imagination.',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      description='Dreamer: learning behaviors by latent imagination.')
   parser.add_argument(
       '--preset', nargs='+', default=[], choices=sorted(PRESETS),
       help='named bundles of flag values: ' + '; '.join(
@@ -704,12 +703,31 @@ def parse_args(argv=None):
   config = define_config()
   for name in presets:
     config.update(PRESETS[name])
+  group = None
   for key, value in config.items():
-    parser.add_argument(
-        f'--{key}', type=tools.args_type(value), default=value)
+    if key in SECTIONS:
+      group = parser.add_argument_group(SECTIONS[key])
+    parse = tools.args_type(value)
+    group.add_argument(
+        f'--{key}', type=parse, default=value, metavar=parse.__name__,
+        help=(SECTIONS_HELP.get(key, '') + ' (default: %(default)s)').strip())
   args = parser.parse_args(argv)
   del args.preset
   return args
+
+
+# The sections of define_config(), by their first flag, for --help.
+SECTIONS = dict(
+    logdir='General', task='Environment', deter_size='Model',
+    batch_size='Training', discount='Behavior')
+SECTIONS_HELP = dict(
+    steps='environment frames (agent steps x action_repeat)',
+    precision='16: mixed float16 on GPU (see README for CPU); 32: float32',
+    parallel='none, thread or process', clip_rewards='none or tanh',
+    action_dist='tanh_normal or onehot',
+    expl='additive_gaussian, completely_random or epsilon_greedy',
+    dense_act='elu, relu, swish or leaky_relu',
+    cnn_act='elu, relu, swish or leaky_relu')
 
 
 def cli(argv=None):

@@ -1,0 +1,361 @@
+import os
+import pathlib
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_keras import mixed_precision as prec
+
+import dreamer
+import tools
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(logdir, **overrides):
+  config = dreamer.define_config()
+  config.update(dreamer.PRESETS['tiny'])
+  config.logdir = pathlib.Path(logdir)
+  config.precision = 32
+  config.update(overrides)
+  return config
+
+
+def write_episodes(datadir, action_dim, onehot=False, count=3, length=21):
+  rng = np.random.RandomState(0)
+  for _ in range(count):
+    if onehot:
+      action = np.eye(action_dim)[rng.randint(0, action_dim, length)]
+    else:
+      action = rng.uniform(-1, 1, (length, action_dim))
+    tools.save_episodes(datadir, [{
+        'image': rng.randint(0, 255, (length, 64, 64, 3)).astype(np.uint8),
+        'action': action.astype(np.float16),
+        'reward': rng.randn(length).astype(np.float16),
+        'discount': (rng.uniform(size=length) > 0.1).astype(np.float16),
+    }])
+
+
+def make_agent(tmp_path, strategy=None, action_dim=2, **overrides):
+  config = tiny_config(tmp_path, **overrides)
+  onehot = config.action_dist == 'onehot'
+  datadir = tmp_path / 'episodes'
+  write_episodes(datadir, action_dim, onehot)
+  if onehot:
+    space = gym.spaces.Discrete(action_dim)
+  else:
+    space = gym.spaces.Box(-1, 1, (action_dim,), np.float32)
+  writer = tf.summary.create_file_writer(str(tmp_path))
+  agent = dreamer.Dreamer(config, datadir, space, writer, strategy=strategy)
+  return agent, config
+
+
+# Agents are expensive to build (the train step is traced), so tests share
+# them. free_nats 0: while the KL is below free_nats, max(KL, free_nats) is
+# constant and the layers that only shape the prior get no gradient.
+
+
+@pytest.fixture(scope='module')
+def continuous(tmp_path_factory):
+  return make_agent(tmp_path_factory.mktemp('continuous'), free_nats=0.0)
+
+
+@pytest.fixture(scope='module')
+def discrete(tmp_path_factory):
+  return make_agent(
+      tmp_path_factory.mktemp('discrete'), action_dim=4,
+      **{**dreamer.PRESETS['atari'], 'free_nats': 0.0})
+
+
+def optimizer_variables(agent):
+  return {
+      name: list(opt._variables)
+      for name, opt in (('model', agent._model_opt),
+                        ('actor', agent._actor_opt),
+                        ('value', agent._value_opt))}
+
+
+def assert_train_step_updates_everything(agent):
+  before = {k: [v.numpy().copy() for v in vs]
+            for k, vs in optimizer_variables(agent).items()}
+  with agent._strategy.scope():
+    losses = agent.train(next(agent._dataset))
+  for name, value in losses.items():
+    assert np.isfinite(float(value)), name
+  for name, variables in optimizer_variables(agent).items():
+    assert variables, name
+    for var, old in zip(variables, before[name]):
+      assert not np.array_equal(var.numpy(), old), (name, var.name)
+
+
+class TestTrainStep:
+
+  def test_updates_every_variable(self, continuous):
+    assert_train_step_updates_everything(continuous[0])
+
+  def test_discrete_actions_with_pcont(self, discrete):
+    assert 'pcont_loss' in discrete[0]._metrics
+    assert_train_step_updates_everything(discrete[0])
+
+  def test_mirrored_strategy_on_two_cpus(self, tmp_path):
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    agent, _ = make_agent(tmp_path, strategy=strategy, free_nats=0.0)
+    assert agent._strategy.num_replicas_in_sync == 2
+    assert_train_step_updates_everything(agent)
+
+
+def metrics_after_step(agent):
+  for metric in agent._metrics.values():
+    metric.reset_state()
+  with agent._strategy.scope():
+    agent.train(next(agent._dataset))
+  return {k: float(v.result()) for k, v in agent._metrics.items()}
+
+
+class TestLosses:
+
+  def test_free_nats_bound_the_kl(self, tmp_path):
+    agent, _ = make_agent(tmp_path, free_nats=1000.0, kl_scale=0.5)
+    metrics = metrics_after_step(agent)
+    # max(mean KL, free_nats) = free_nats; model loss = kl_scale * div - likes.
+    assert metrics['div'] == 1000.0
+    expected = 0.5 * 1000.0 + metrics['image_loss'] + metrics['reward_loss']
+    assert metrics['model_loss'] == pytest.approx(expected, rel=1e-5)
+
+  def test_kl_above_free_nats_passes_through(self, continuous):
+    metrics = metrics_after_step(continuous[0])
+    assert 0.0 < metrics['div'] < 1000.0
+    expected = metrics['div'] + metrics['image_loss'] + metrics['reward_loss']
+    assert metrics['model_loss'] == pytest.approx(expected, rel=1e-5)
+
+  def test_pcont_loss_is_scaled(self, discrete):
+    agent, config = discrete
+    metrics = metrics_after_step(agent)
+    # The discount head's loss is scaled by pcont_scale and part of the loss.
+    assert metrics['pcont_loss'] > 0
+    expected = (config.kl_scale * metrics['div'] + metrics['image_loss'] +
+                metrics['reward_loss'] + metrics['pcont_loss'])
+    assert metrics['model_loss'] == pytest.approx(expected, rel=1e-5)
+
+
+class TestActing:
+
+  @pytest.fixture
+  def agent(self, continuous):
+    return continuous[0]
+
+  def _obs(self, batch):
+    rng = np.random.RandomState(1)
+    image = rng.randint(0, 255, (batch, 64, 64, 3)).astype(np.uint8)
+    return {'image': image, 'reward': np.zeros(batch)}
+
+  def test_reset_zeroes_latent_of_reset_envs(self, agent):
+    obs = self._obs(2)
+    _, state = agent(obs, np.array([True, True]))  # May train first.
+    latent, action = state
+    ones = ({k: tf.ones_like(v) for k, v in latent.items()},
+            tf.ones_like(action))
+    _, (after, _) = agent(obs, np.array([True, False]), ones)
+    _, (fresh, _) = agent(obs, np.array([True, True]), None)
+    _, (kept, _) = agent(obs, np.array([False, False]), ones)
+    # The deterministic state depends only on the (masked) previous state.
+    np.testing.assert_allclose(
+        after['deter'][0], fresh['deter'][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        after['deter'][1], kept['deter'][1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(after['deter'][1], fresh['deter'][1])
+
+  def test_training_actions_are_in_bounds(self, agent):
+    action, _ = agent(self._obs(3), np.array([True, True, True]))
+    assert action.shape == (3, 2)
+    assert np.all(np.abs(action.numpy()) <= 1)
+
+  def test_step_counts_frames(self, agent):
+    before = int(agent._step.numpy())
+    agent(self._obs(2), np.array([False, False]))
+    assert int(agent._step.numpy()) == before + 2 * 2  # envs x repeat.
+
+  def test_evaluation_does_not_count(self, agent):
+    before = int(agent._step.numpy())
+    agent(self._obs(1), np.array([True]), training=False)
+    assert int(agent._step.numpy()) == before
+
+
+class TestExploration:
+
+  def test_epsilon_greedy_one_hot_and_decay(self, discrete):
+    agent, config = discrete
+    action = tf.one_hot([1] * 500, 4)
+    step = int(agent._step.numpy())
+    try:
+      agent._step.assign(0)
+      out = agent._exploration(action, True).numpy()
+      np.testing.assert_allclose(out.sum(-1), 1)
+      changed = np.mean(np.argmax(out, -1) != 1)
+      # A random one-hot replaces 40% of actions, a quarter of which hit 1.
+      assert 0.22 < changed < 0.38
+      amount = agent._metrics['expl_amount']
+      for frames, expected in ((config.expl_decay, 0.2),  # Halved.
+                               (10 * config.expl_decay, 0.1)):  # Floored.
+        agent._step.assign(int(frames))
+        amount.reset_state()
+        agent._exploration(action, True)
+        assert float(amount.result()) == pytest.approx(expected)
+    finally:
+      agent._step.assign(step)
+
+  def test_additive_gaussian_clipped(self, continuous):
+    agent, config = continuous
+    action = tf.fill((2000, 2), 0.9)
+    out = agent._exploration(action, True).numpy()
+    assert np.all(np.abs(out) <= 1)
+    # Normal(0.9, 0.3) clipped at 1: P(> 1) = P(z > 1/3) = 0.37.
+    assert 0.33 < np.mean(out == 1.0) < 0.41
+    assert 0.15 < np.std(out) < 0.3
+    np.testing.assert_array_equal(
+        agent._exploration(action, False).numpy(), action.numpy())
+
+
+class TestCheckpoint:
+
+  def test_round_trip(self, tmp_path, continuous):
+    first = continuous[0]
+    with first._strategy.scope():
+      first.train(next(first._dataset))
+    manager = tf.train.CheckpointManager(
+        first.checkpoint(), tmp_path / 'ckpt', max_to_keep=2)
+    path = dreamer.save_checkpoint(manager, 10)
+    tf.random.set_seed(2)
+    second, config = make_agent(tmp_path / 'b')
+    second.restore(path, tmp_path / 'b' / 'episodes')
+    # The step is derived from the episodes on disk, not the checkpoint.
+    expected_step = dreamer.count_steps(tmp_path / 'b' / 'episodes', config)
+    assert int(second._step.numpy()) == expected_step
+    pairs = list(zip(_all_variables(first), _all_variables(second)))
+    assert len(pairs) > 50
+    for a, b in pairs:
+      if a is first._step:
+        continue
+      np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    # A batch size no other test uses, so both policies are traced afresh
+    # after the seed is set and draw the same random numbers.
+    obs = {'image': np.full((5, 64, 64, 3), 100, np.uint8),
+           'reward': np.zeros(5)}
+    tf.random.set_seed(5)
+    a1, _ = first.policy(obs, None, False)
+    tf.random.set_seed(5)
+    a2, _ = second.policy(obs, None, False)
+    np.testing.assert_array_equal(a1.numpy(), a2.numpy())
+
+  def test_checkpoint_holds_optimizer_state(self, continuous, tmp_path):
+    agent = continuous[0]
+    path = agent.checkpoint().write(str(tmp_path / 'ckpt'))
+    names = [name for name, _ in tf.train.list_variables(path)]
+    for opt in ('model_opt', 'value_opt', 'actor_opt'):
+      count = len(getattr(agent, '_' + opt)._variables)
+      # Adam's first and second moments of every variable, and its step.
+      moments = [n for n in names if n.startswith(opt + '/_opt/_variables/')]
+      assert len(moments) >= 2 * count, opt
+      assert opt + '/_opt/_iterations/.ATTRIBUTES/VARIABLE_VALUE' in names
+    assert any(n.startswith('metrics/') for n in names)
+    assert any(n.startswith('step/') for n in names)
+
+
+def _all_variables(agent):
+  # Every variable reachable from the checkpoint, in a stable order.
+  checkpoint = agent.checkpoint()
+  variables = []
+  for name in sorted(checkpoint._trackable_children()):
+    obj = checkpoint._trackable_children()[name]
+    if isinstance(obj, tf.Variable):
+      variables.append(obj)
+    elif isinstance(obj, dict):
+      for key in sorted(obj):
+        variables.extend(obj[key].variables)
+    else:
+      variables.extend(obj.variables)
+  return variables
+
+
+class TestPreprocess:
+
+  def test_image_scaling_and_reward_clipping(self):
+    config = dreamer.define_config()
+    config.clip_rewards = 'tanh'
+    obs = {'image': np.array([[0, 255]], np.uint8),
+           'reward': np.array([2.0], np.float16),
+           'action': np.array([[0.5]], np.float16)}
+    out = dreamer.preprocess(obs, config)
+    np.testing.assert_allclose(out['image'].numpy(), [[-0.5, 0.5]])
+    np.testing.assert_allclose(out['reward'].numpy(), np.tanh([2.0]),
+                               rtol=1e-6)
+    assert out['action'].dtype == tf.float32
+    assert out['image'].dtype == tf.float32
+
+  def test_count_steps(self, tmp_path):
+    config = tiny_config(tmp_path, action_repeat=2)
+    write_episodes(tmp_path / 'episodes', 2, count=2, length=21)
+    assert dreamer.count_steps(tmp_path / 'episodes', config) == 2 * 20 * 2
+
+
+class TestCommandLine:
+
+  def test_help_lists_every_flag_with_default(self):
+    result = subprocess.run(
+        [sys.executable, 'dreamer.py', '--help'], cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, 'COLUMNS': '200'})
+    assert result.returncode == 0, result.stderr
+    for key, value in dreamer.define_config().items():
+      assert f'--{key}' in result.stdout, key
+    assert '(default: 5000000.0)' in result.stdout
+    assert '(default: dmc_walker_walk)' in result.stdout
+
+  def test_flag_parsing(self):
+    config = dreamer.parse_args([
+        '--steps', '1e4', '--prefill', '2e3', '--pcont', 'True',
+        '--logdir', '~/runs/x', '--action_repeat', '4'])
+    assert config.steps == 10000 and config.prefill == 2000
+    assert config.pcont is True
+    assert config.logdir == pathlib.Path('~/runs/x').expanduser()
+    assert config.action_repeat == 4 and isinstance(config.action_repeat, int)
+
+  def test_presets_and_explicit_flags_win(self):
+    config = dreamer.parse_args(
+        ['--preset', 'atari', '--task', 'atari_pong', '--horizon', '12'])
+    assert config.action_dist == 'onehot' and config.pcont is True
+    assert config.clip_rewards == 'tanh'
+    assert config.horizon == 12
+
+  @pytest.mark.parametrize('flags, message', [
+      (['--precision', '8'], '--precision 8 is not valid; choose one of: 16, 32'),
+      (['--parallel', 'gpu'], 'choose one of: none, thread, process'),
+      (['--batch_size', '0'], '--batch_size must be positive'),
+      (['--batch_length', '600'], 'longer than an episode can be'),
+      (['--task', 'dmc_walker_fly'], 'walker_walk'),
+      (['--task', 'gym_cartpole'], 'Unknown suite "gym"'),
+  ])
+  def test_bad_input_is_refused(self, flags, message, tmp_path):
+    config = dreamer.parse_args(flags + ['--logdir', str(tmp_path / 'x')])
+    with pytest.raises(dreamer.ConfigError, match=message):
+      dreamer.validate(config)
+    assert not (tmp_path / 'x').exists()
+
+
+class TestPrecision:
+
+  def test_policy_for_each_precision(self):
+    config = dreamer.define_config()
+    try:
+      config.precision = 32
+      assert dreamer.set_precision(config) == 'float32'
+      config.precision = 16
+      expected = ('mixed_float16' if tf.config.list_physical_devices('GPU')
+                  else dreamer.CPU_POLICY_FOR_16)
+      assert dreamer.set_precision(config) == expected
+      assert prec.global_policy().name == expected
+    finally:
+      prec.set_global_policy('float32')

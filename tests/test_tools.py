@@ -1,0 +1,500 @@
+import errno
+import io
+import os
+import pathlib
+import signal
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tensorboard.backend.event_processing import event_accumulator
+
+import tools
+
+tfd = tfp.distributions
+
+
+def reference_lambda_return(reward, value, pcont, bootstrap, lambda_):
+  # target_t = r_t + g_t * ((1 - lambda) * v_{t+1} + lambda * target_{t+1}),
+  # with v_T and target_T both the bootstrap, written as a plain loop.
+  horizon = len(reward)
+  targets = np.zeros_like(reward)
+  next_target = bootstrap
+  for t in reversed(range(horizon)):
+    next_value = value[t + 1] if t + 1 < horizon else bootstrap
+    targets[t] = reward[t] + pcont[t] * (
+        (1 - lambda_) * next_value + lambda_ * next_target)
+    next_target = targets[t]
+  return targets
+
+
+class TestLambdaReturn:
+
+  def _inputs(self, horizon=7, batch=5, seed=0):
+    rng = np.random.RandomState(seed)
+    reward = rng.randn(horizon, batch).astype(np.float32)
+    value = rng.randn(horizon, batch).astype(np.float32)
+    pcont = rng.uniform(0.5, 1.0, (horizon, batch)).astype(np.float32)
+    bootstrap = rng.randn(batch).astype(np.float32)
+    return reward, value, pcont, bootstrap
+
+  @pytest.mark.parametrize('lambda_', [0.0, 0.5, 0.95, 1.0])
+  def test_matches_recursion(self, lambda_):
+    reward, value, pcont, bootstrap = self._inputs()
+    ours = tools.lambda_return(
+        tf.constant(reward), tf.constant(value), tf.constant(pcont),
+        tf.constant(bootstrap), lambda_, axis=0)
+    ref = reference_lambda_return(reward, value, pcont, bootstrap, lambda_)
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+  def test_time_axis_one(self):
+    reward, value, pcont, bootstrap = self._inputs()
+    ours = tools.lambda_return(
+        tf.constant(reward.T), tf.constant(value.T), tf.constant(pcont.T),
+        tf.constant(bootstrap), 0.95, axis=1)
+    ref = reference_lambda_return(reward, value, pcont, bootstrap, 0.95)
+    np.testing.assert_allclose(ours.numpy(), ref.T, rtol=1e-5, atol=1e-5)
+
+  def test_lambda_zero_is_one_step_target(self):
+    reward = np.array([1.0, 2.0, 3.0], np.float32)
+    value = np.array([10.0, 20.0, 30.0], np.float32)
+    ours = tools.lambda_return(
+        tf.constant(reward), tf.constant(value), 0.5, tf.constant(40.0),
+        0.0, axis=0)
+    # r_t + 0.5 * v_{t+1}, the last one bootstrapped with 40.
+    np.testing.assert_allclose(ours.numpy(), [11.0, 17.0, 23.0])
+
+  def test_lambda_one_is_discounted_monte_carlo(self):
+    reward = np.array([1.0, 2.0, 3.0], np.float32)
+    value = np.array([10.0, 20.0, 30.0], np.float32)
+    ours = tools.lambda_return(
+        tf.constant(reward), tf.constant(value), 0.5, tf.constant(40.0),
+        1.0, axis=0)
+    # 3 + .5 * 40 = 23; 2 + .5 * 23 = 13.5; 1 + .5 * 13.5 = 7.75.
+    np.testing.assert_allclose(ours.numpy(), [7.75, 13.5, 23.0])
+
+  def test_scalar_pcont_equals_tensor_pcont(self):
+    reward, value, _, bootstrap = self._inputs()
+    args = (tf.constant(reward), tf.constant(value))
+    a = tools.lambda_return(*args, 0.9, tf.constant(bootstrap), 0.7, axis=0)
+    b = tools.lambda_return(
+        *args, tf.fill(reward.shape, 0.9), tf.constant(bootstrap), 0.7, 0)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+class TestStaticScan:
+
+  def test_forward_nested(self):
+    inputs = (tf.constant([1.0, 2.0, 3.0]), {'b': tf.constant([[1.0], [0.0],
+                                                               [2.0]])})
+    start = {'sum': tf.constant(0.0), 'pair': (tf.constant([0.0]),
+                                               tf.constant(1.0))}
+
+    def fn(prev, inp):
+      a, nested = inp
+      return {'sum': prev['sum'] + a,
+              'pair': (prev['pair'][0] + nested['b'], prev['pair'][1] * 2)}
+
+    out = tools.static_scan(fn, inputs, start)
+    np.testing.assert_allclose(out['sum'].numpy(), [1, 3, 6])
+    np.testing.assert_allclose(out['pair'][0].numpy(), [[1], [1], [3]])
+    np.testing.assert_allclose(out['pair'][1].numpy(), [2, 4, 8])
+
+  def test_reverse_keeps_time_order(self):
+    inputs = tf.constant([1.0, 2.0, 3.0])
+    out = tools.static_scan(
+        lambda agg, x: agg + x, inputs, tf.constant(0.0), reverse=True)
+    # Suffix sums, stored at the index they belong to.
+    np.testing.assert_allclose(out.numpy(), [6, 5, 3])
+
+
+class TestTanhBijector:
+
+  def test_inverse_of_forward(self):
+    x = tf.linspace(-5.0, 5.0, 101)
+    bijector = tools.TanhBijector()
+    np.testing.assert_allclose(
+        bijector.inverse(bijector.forward(x)).numpy(), x.numpy(), atol=2e-3)
+
+  def test_log_det_jacobian(self):
+    x = np.linspace(-5.0, 5.0, 101).astype(np.float64)
+    ours = tools.TanhBijector().forward_log_det_jacobian(
+        tf.constant(x), event_ndims=0)
+    expected = np.log(1 - np.tanh(x) ** 2)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-6, atol=1e-9)
+
+  def test_inverse_is_finite_at_the_bounds(self):
+    y = tf.constant([-1.0, 1.0])
+    assert np.all(np.isfinite(tools.TanhBijector().inverse(y).numpy()))
+
+
+class TestSampleDist:
+
+  def _dist(self, mean, std):
+    dist = tfd.Normal(tf.constant(mean), tf.constant(std))
+    dist = tfd.TransformedDistribution(dist, tools.TanhBijector())
+    return tools.SampleDist(tfd.Independent(dist, 1))
+
+  def test_mode_in_support_and_near_tanh_of_mean(self):
+    mean = np.array([[-1.0, 0.0, 0.5], [2.0, -0.3, 0.1]], np.float32)
+    dist = self._dist(mean, np.full_like(mean, 0.01))
+    mode = dist.mode().numpy()
+    assert mode.shape == mean.shape
+    assert np.all(np.abs(mode) <= 1)
+    np.testing.assert_allclose(mode, np.tanh(mean), atol=0.03)
+
+  def test_mode_picks_per_batch_entry(self):
+    # Opposite means: one shared index for the batch would fail one of them.
+    mean = np.array([[3.0], [-3.0]], np.float32)
+    mode = self._dist(mean, np.full_like(mean, 0.05)).mode().numpy()
+    assert mode[0, 0] > 0.9 and mode[1, 0] < -0.9
+
+  def test_mean_and_entropy_shapes(self):
+    dist = self._dist(np.zeros((4, 2), np.float32), np.ones((4, 2), np.float32))
+    assert dist.mean().shape == (4, 2)
+    assert dist.entropy().shape == (4,)
+
+
+class TestOneHotDist:
+
+  def test_sample_is_one_hot(self):
+    dist = tools.OneHotDist(tf.random.normal((16, 5)))
+    sample = dist.sample().numpy()
+    assert sample.shape == (16, 5)
+    np.testing.assert_allclose(sample.sum(-1), 1, atol=1e-6)
+    assert set(np.unique(np.round(sample, 6))) <= {0.0, 1.0}
+    assert dist.sample(3).shape == (3, 16, 5)
+
+  def test_straight_through_gradient(self):
+    logits = tf.Variable(tf.random.normal((4, 3)))
+    weights = tf.constant([[1.0, 2.0, 3.0]])
+    with tf.GradientTape() as tape:
+      sample = tools.OneHotDist(logits).sample()
+      loss = tf.reduce_sum(sample * weights)
+    grad = tape.gradient(loss, logits)
+    assert grad is not None
+    # The gradient is that of sum(probs * weights) with respect to the logits.
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.nn.softmax(logits) * weights)
+    np.testing.assert_allclose(
+        grad.numpy(), tape.gradient(loss, logits).numpy(), atol=1e-6)
+
+  def test_mode_and_log_prob(self):
+    logits = tf.constant([[0.0, 5.0, 0.0]])
+    dist = tools.OneHotDist(logits)
+    np.testing.assert_allclose(dist.mode().numpy(), [[0, 1, 0]])
+    expected = np.log(np.exp(5) / (2 + np.exp(5)))
+    np.testing.assert_allclose(
+        dist.log_prob(tf.constant([[0.0, 1.0, 0.0]])).numpy(), [expected],
+        rtol=1e-5)
+
+
+class TestAdam:
+
+  def _setup(self, clip):
+    module = tools.Module()
+    module.get('dense', tf.keras.layers.Dense, 1)(tf.zeros((1, 3)))
+    return module, tools.Adam('test', [module], 0.1, clip=clip)
+
+  def test_returns_norm_before_clipping(self):
+    module, opt = self._setup(clip=1e-3)
+    x = tf.constant([[100.0, 200.0, 300.0]])
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(module.get('dense', None)(x))
+    before = [v.numpy().copy() for v in module.variables]
+    norm = opt(tape, loss)
+    # d loss / d kernel = x, d loss / d bias = 1.
+    expected = np.sqrt(100 ** 2 + 200 ** 2 + 300 ** 2 + 1)
+    np.testing.assert_allclose(norm.numpy(), expected, rtol=1e-5)
+    after = [v.numpy() for v in module.variables]
+    assert all(not np.allclose(a, b) for a, b in zip(before, after))
+
+  def test_weight_decay_shrinks_matching_variables(self):
+    module = tools.Module()
+    layer = module.get('dense', tf.keras.layers.Dense, 1)
+    layer(tf.zeros((1, 3)))
+    opt = tools.Adam('test', [module], 0.0, wd=0.5, wdpattern=r'kernel')
+    layer.kernel.assign(tf.ones((3, 1)))
+    layer.bias.assign(tf.ones((1,)))
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(layer(tf.zeros((1, 3))))
+    tf.distribute.get_strategy()  # Default strategy: merge_call is immediate.
+    opt(tape, loss)
+    np.testing.assert_allclose(layer.kernel.numpy(), 0.5)
+    np.testing.assert_allclose(layer.bias.numpy(), 1.0)
+
+
+class TestSchedules:
+
+  def test_every(self):
+    every = tools.Every(10)
+    assert [every(s) for s in (0, 5, 10, 15, 20, 21, 35)] == [
+        True, False, True, False, True, False, True]
+
+  def test_once(self):
+    once = tools.Once()
+    assert [once(), once(), once()] == [True, False, False]
+
+
+class TestArgsType:
+
+  def test_parsers(self):
+    assert tools.args_type(True)('False') is False
+    assert tools.args_type(True)('True') is True
+    assert tools.args_type(3)('1e4') == 10000
+    assert tools.args_type(3)('7') == 7
+    assert tools.args_type(pathlib.Path('.'))('~/x') == pathlib.Path(
+        os.path.expanduser('~/x'))
+    assert tools.args_type(0.5)('0.25') == 0.25
+
+  def test_bad_bool_raises(self):
+    with pytest.raises(ValueError):
+      tools.args_type(True)('yes')
+    assert tools.args_type(True).__name__ == 'bool'
+
+
+def make_episode(length, seed=0, action_dim=2):
+  rng = np.random.RandomState(seed)
+  return {
+      'image': rng.randint(0, 255, (length, 8, 8, 3)).astype(np.uint8),
+      'action': rng.randn(length, action_dim).astype(np.float16),
+      'reward': rng.randn(length).astype(np.float16),
+      'discount': np.ones(length, np.float16),
+      'step': np.arange(length, dtype=np.int32),
+  }
+
+
+class TestEpisodeStorage:
+
+  def test_round_trip_bit_identical(self, tmp_path):
+    episode = make_episode(11)
+    filename, = tools.save_episodes(tmp_path, [episode])
+    assert filename.parent == tmp_path
+    timestamp, identifier, length = filename.stem.split('-')
+    assert len(timestamp) == 15 and timestamp[8] == 'T'
+    assert len(identifier) == 32 and int(identifier, 16) >= 0
+    assert length == '11'
+    loaded = next(tools.load_episodes(tmp_path, 1))
+    assert set(loaded) == set(episode)
+    for key in episode:
+      assert loaded[key].dtype == episode[key].dtype
+      assert np.array_equal(loaded[key], episode[key])
+    # Compressed: the npz holds deflated members.
+    with np.load(filename) as f:
+      assert f.zip.infolist()[0].compress_type == 8
+
+  def test_count_episodes(self, tmp_path):
+    tools.save_episodes(tmp_path, [make_episode(11), make_episode(21)])
+    assert tools.count_episodes(tmp_path) == (2, 30)
+
+  def test_chunks_have_length_and_valid_offsets(self, tmp_path):
+    tools.save_episodes(tmp_path, [make_episode(30, seed=1),
+                                   make_episode(40, seed=2)])
+    loader = tools.load_episodes(tmp_path, 50, length=8, seed=3)
+    for _ in range(200):
+      chunk = next(loader)
+      assert all(len(v) == 8 for v in chunk.values())
+      steps = chunk['step']
+      assert np.array_equal(steps, np.arange(steps[0], steps[0] + 8))
+      assert steps[0] >= 0 and steps[-1] < 40
+
+  def test_uniform_over_episodes_and_balance(self, tmp_path):
+    tools.save_episodes(tmp_path, [make_episode(100)])
+    starts = [next_chunk['step'][0] for next_chunk in _take(
+        tools.load_episodes(tmp_path, 100, length=10, seed=0), 2000)]
+    balanced = [next_chunk['step'][0] for next_chunk in _take(
+        tools.load_episodes(tmp_path, 100, length=10, balance=True, seed=0),
+        2000)]
+    # Uniform over [0, 89]: mean 44.5, never the last start 90.
+    assert 42 < np.mean(starts) < 47 and max(starts) == 89
+    # min(uniform [0, 99], 90): mean (0 + ... + 89 + 10 * 90) / 100 = 49.05,
+    # and about a tenth of the chunks end exactly at the episode's end.
+    assert 46.5 < np.mean(balanced) < 51.5
+    assert 0.07 < np.mean(np.array(balanced) == 90) < 0.13
+
+  def test_skips_short_episodes(self, tmp_path, capsys):
+    tools.save_episodes(tmp_path, [make_episode(5), make_episode(30)])
+    chunks = _take(tools.load_episodes(tmp_path, 20, length=10, seed=0), 20)
+    assert all(len(c['reward']) == 10 for c in chunks)
+    assert 'Skipped short episode' in capsys.readouterr().out
+
+  def test_corrupt_files_reported_once_and_skipped(self, tmp_path, capsys):
+    good, = tools.save_episodes(tmp_path, [make_episode(20)])
+    truncated = tmp_path / '20200101T000000-aaaa-20.npz'
+    truncated.write_bytes(good.read_bytes()[:300])
+    garbage = tmp_path / '20200101T000000-bbbb-20.npz'
+    garbage.write_bytes(b'not an npz file at all')
+    loader = tools.load_episodes(tmp_path, 5, length=4, seed=0)
+    chunks = _take(loader, 30)  # Several rescans.
+    assert all(len(c['reward']) == 4 for c in chunks)
+    out = capsys.readouterr().out
+    assert out.count(truncated.name) == 1
+    assert out.count(garbage.name) == 1
+
+  def test_concurrent_reader_never_sees_partial_file(self, tmp_path):
+    errors = []
+    done = threading.Event()
+
+    def write():
+      for seed in range(40):
+        tools.save_episodes(tmp_path, [make_episode(200, seed)])
+      done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = 0
+    while not done.is_set() or seen < 40:
+      for filename in tmp_path.glob('*.npz'):
+        try:
+          with np.load(filename) as f:
+            assert len(f['reward']) == 200
+        except Exception as e:  # pylint: disable=broad-except
+          errors.append((filename.name, e))
+      seen = len(list(tmp_path.glob('*.npz')))
+    writer.join()
+    assert not errors
+    assert not list(tmp_path.glob('.*.tmp'))
+
+  def test_disk_full_leaves_no_partial_file(self, tmp_path, monkeypatch):
+    earlier, = tools.save_episodes(tmp_path, [make_episode(10)])
+    content = earlier.read_bytes()
+
+    def full(fd):
+      raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', full)
+    with pytest.raises(OSError, match='disk is full'):
+      tools.save_episodes(tmp_path, [make_episode(10, seed=1)])
+    assert sorted(tmp_path.iterdir()) == [earlier]
+    assert earlier.read_bytes() == content
+
+  def test_remove_partial_files(self, tmp_path):
+    (tmp_path / '.x-1-10.npz.tmp').write_bytes(b'partial')
+    keep, = tools.save_episodes(tmp_path, [make_episode(10)])
+    removed = tools.remove_partial_files(tmp_path)
+    assert [p.name for p in removed] == ['.x-1-10.npz.tmp']
+    assert sorted(tmp_path.iterdir()) == [keep]
+
+
+def _take(iterator, count):
+  return [next(iterator) for _ in range(count)]
+
+
+class CountingEnv:
+  """An environment of fixed episode lengths, to check simulate's counting."""
+
+  def __init__(self, length):
+    self._length = length
+    self._t = 0
+
+  def reset(self, blocking=True):
+    self._t = 0
+    obs = {'image': np.zeros((2, 2, 3), np.uint8), 't': self._t}
+    return obs if blocking else (lambda: obs)
+
+  def step(self, action, blocking=True):
+    self._t += 1
+    obs = {'image': np.zeros((2, 2, 3), np.uint8), 't': self._t}
+    result = (obs, 1.0, self._t >= self._length, {})
+    return result if blocking else (lambda: result)
+
+
+class TestSimulate:
+
+  def test_counts_steps_and_episodes(self):
+    envs = [CountingEnv(3), CountingEnv(5)]
+    calls = []
+
+    def agent(obs, done, state):
+      calls.append(done.copy())
+      return np.zeros((len(done), 1)), state
+
+    step, episode, *_ = tools.simulate(agent, envs, episodes=3)
+    assert episode >= 0
+    assert len(calls) == 6  # Episodes end at 3 (env 0), 5 (env 1), 6 (env 0).
+
+  def test_resumes_from_state(self):
+    envs = [CountingEnv(4)]
+    agent = lambda obs, done, state: (np.zeros((1, 1)), (state or 0) + 1)
+    state = tools.simulate(agent, envs, steps=2)
+    state = tools.simulate(agent, envs, steps=2, state=state)
+    assert state[-1] == 4  # The agent state was carried over.
+
+  def test_stop_is_checked_between_steps(self):
+    envs = [CountingEnv(100)]
+    count = [0]
+
+    def stop():
+      if count[0] == 3:
+        raise tools.Interrupted(signal.SIGTERM)
+
+    def agent(obs, done, state):
+      count[0] += 1
+      return np.zeros((1, 1)), None
+
+    with pytest.raises(tools.Interrupted):
+      tools.simulate(agent, envs, steps=50, stop=stop)
+    assert count[0] == 3
+
+
+class TestSummaries:
+
+  def test_video_summary_writes_gif(self, tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    video = np.random.uniform(0, 1, (2, 5, 16, 16, 3)).astype(np.float32)
+    with writer.as_default():
+      tools.video_summary('agent/openl', video, step=7)
+    writer.flush()
+    acc = event_accumulator.EventAccumulator(str(tmp_path))
+    acc.Reload()
+    image, = acc.Images('agent/openl/gif')
+    assert image.step == 7
+    assert image.encoded_image_string[:6] == b'GIF89a'
+    assert (image.width, image.height) == (32, 16)
+
+  def test_encode_gif_frames(self):
+    import imageio.v3 as iio
+    frames = np.random.randint(0, 255, (4, 8, 8, 1)).astype(np.uint8)
+    content = tools.encode_gif(frames, fps=10)
+    decoded = iio.imread(io.BytesIO(content), extension='.gif', index=None)
+    assert len(decoded) == 4
+
+
+class TestProgress:
+
+  def test_prints_status_with_rates_and_eta(self):
+    now = [0.0]
+    out = io.StringIO()
+    updates = [0]
+
+    def agent(obs, reset, state):
+      updates[0] += 2
+      return np.zeros((len(reset), 1)), state
+
+    progress = tools.Progress(
+        agent, 'train', 100, 1100, 2, updates=lambda: updates[0], every=30,
+        clock=lambda: now[0], out=out)
+    for _ in range(10):
+      now[0] += 4.0
+      progress({}, np.zeros(1, bool))
+    # After 32 s: 8 calls, 16 frames, 16 updates, 500 frames to go at 0.5/s.
+    line, = out.getvalue().strip().splitlines()
+    assert line.startswith('[train] frames 116/1100 | 0.5 fps | 0.50 updates/s')
+    assert 'ETA 0:32:48' in line
+
+
+class TestGracefulStop:
+
+  def test_signal_sets_flag_and_check_raises(self):
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+      stop = tools.GracefulStop(signums=(signal.SIGTERM,))
+      stop()  # Nothing received yet.
+      os.kill(os.getpid(), signal.SIGTERM)
+      with pytest.raises(tools.Interrupted) as info:
+        stop()
+      assert info.value.signum == signal.SIGTERM
+    finally:
+      signal.signal(signal.SIGTERM, previous)
