@@ -198,7 +198,9 @@ class Dreamer(tools.Module):
     return tf.train.Checkpoint(**parts)
 
   def restore(self, path, datadir):
-    self.checkpoint().read(path).assert_existing_objects_matched()
+    status = self.checkpoint().read(path)
+    # Only the manager's save counter is not part of the agent.
+    status.assert_existing_objects_matched().expect_partial()
     # The step is derived from the stored episodes (SPEC), which may hold
     # more than the checkpoint saw if the run was killed between saves.
     self._step.assign(count_steps(datadir, self._c))

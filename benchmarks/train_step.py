@@ -306,11 +306,11 @@ def main():
                       help='timed train steps after the build')
   parser.add_argument('--batch_size', type=int, default=50)
   parser.add_argument('--batch_length', type=int, default=50)
-  parser.add_argument('--build_timeout', type=float, default=600,
+  parser.add_argument('--build_timeout', type=float, default=480,
                       help='seconds allowed for build + first step')
   parser.add_argument('--step_timeout', type=float, default=300,
                       help='seconds allowed for one further step')
-  parser.add_argument('--speed_budget', type=float, default=900,
+  parser.add_argument('--speed_budget', type=float, default=600,
                       help='stepping seconds per policy in the speed phase')
   parser.add_argument('--stability_steps', type=int, default=40,
                       help='train steps of the stability phase; 0 skips it')
