@@ -246,10 +246,11 @@ class Atari(_Forward):
 
   def reset(self):
     frame = self._reset_game()
-    # No-op starts vary the initial state. The count is uniform in
-    # [0, noops], drawn from the emulator's generator, which `seed` seeds.
+    # No-op starts vary the initial state. As in the original, at least one
+    # no-op: the count is uniform in [1, noops], drawn from the emulator's
+    # generator, which `seed` seeds.
     rng = self._env.unwrapped.np_random
-    for _ in range(rng.integers(0, self._noops + 1)):
+    for _ in range(rng.integers(1, self._noops + 1) if self._noops else 0):
       frame, _, terminated, truncated, _ = self._env.step(0)
       if terminated or truncated:
         frame = self._reset_game()
