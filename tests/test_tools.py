@@ -314,6 +314,20 @@ class TestEpisodeStorage:
     assert 46.5 < np.mean(balanced) < 51.5
     assert 0.07 < np.mean(np.array(balanced) == 90) < 0.13
 
+  def test_picks_up_new_files(self, tmp_path):
+    first = make_episode(20, seed=1)
+    tools.save_episodes(tmp_path, [first])
+    loader = tools.load_episodes(tmp_path, 5, length=4, seed=0)
+    _take(loader, 5)  # One rescan's worth, all from the only episode.
+    second = make_episode(20, seed=2)
+    tools.save_episodes(tmp_path, [second])
+    chunks = _take(loader, 100)
+    sources = {
+        id_ for c in chunks for id_, ep in ((1, first), (2, second))
+        if any(np.array_equal(c['image'], ep['image'][i:i + 4])
+               for i in range(16))}
+    assert sources == {1, 2}
+
   def test_skips_short_episodes(self, tmp_path, capsys):
     tools.save_episodes(tmp_path, [make_episode(5), make_episode(30)])
     chunks = _take(tools.load_episodes(tmp_path, 20, length=10, seed=0), 20)
