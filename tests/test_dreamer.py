@@ -354,8 +354,28 @@ class TestPrecision:
       assert dreamer.set_precision(config) == 'float32'
       config.precision = 16
       expected = ('mixed_float16' if tf.config.list_physical_devices('GPU')
-                  else dreamer.CPU_POLICY_FOR_16)
+                  else dreamer.cpu_policy_for_16())
       assert dreamer.set_precision(config) == expected
       assert prec.global_policy().name == expected
+    finally:
+      prec.set_global_policy('float32')
+
+  def test_cpu_policy_matches_native_bfloat16(self):
+    flags = set(open('/proc/cpuinfo').read().split())
+    native = bool(flags & {'avx512_bf16', 'amx_bf16'})
+    expected = 'mixed_bfloat16' if native else 'float32'
+    assert dreamer.cpu_policy_for_16() == expected
+
+  def test_train_step_under_mixed_bfloat16(self, tmp_path):
+    prec.set_global_policy('mixed_bfloat16')
+    try:
+      agent, _ = make_agent(tmp_path, free_nats=0.0)
+      assert agent._float == 'bfloat16'
+      assert agent._encode.get('h1', None).compute_dtype == 'bfloat16'
+      assert_train_step_updates_everything(agent)
+      obs = {'image': np.zeros((1, 64, 64, 3), np.uint8),
+             'reward': np.zeros(1)}
+      action, _ = agent(obs, np.array([True]))
+      assert action.dtype == tf.float32
     finally:
       prec.set_global_policy('float32')
