@@ -1,10 +1,13 @@
 import argparse
 import collections
+import errno
 import functools
+import glob
 import json
 import math
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -96,7 +99,7 @@ PRESETS = {
         steps=3000, prefill=1000, eval_every=1000, log_every=500,
         train_every=500, train_steps=5, pretrain=5, batch_size=4,
         batch_length=16, cnn_depth=8, num_units=32, deter_size=32,
-        stoch_size=8, precision=32),
+        stoch_size=8),
 }
 
 ACTS = dict(
@@ -205,6 +208,8 @@ class Dreamer(tools.Module):
     # more than the checkpoint saw if the run was killed between saves.
     self._step.assign(count_steps(datadir, self._c))
     self._should_pretrain()
+    for optimizer in (self._model_opt, self._value_opt, self._actor_opt):
+      optimizer.reset_learning_rate()
 
   @tf.function
   def train(self, data):
@@ -403,6 +408,10 @@ class ConfigError(Exception):
   pass
 
 
+class CheckpointError(Exception):
+  pass
+
+
 def preprocess(obs, config):
   obs = obs.copy()
   with tf.device('cpu:0'):
@@ -434,7 +443,11 @@ def load_dataset(directory, config):
   dataset = dataset.batch(config.batch_size, drop_remainder=True)
   dataset = dataset.map(functools.partial(preprocess, config=config))
   dataset = dataset.prefetch(10)
-  return dataset
+  # Nothing here is tuned (fixed prefetch, sequential map), and the tuning
+  # thread made deleting the iterator wait ~15 s at every exit.
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return dataset.with_options(options)
 
 
 def summarize_episode(episode, config, datadir, writer, prefix):
@@ -510,14 +523,23 @@ def set_precision(config):
   elif tf.config.list_physical_devices('GPU'):
     name = 'mixed_float16'
   else:
-    # Without a GPU, float16 math is emulated and very slow (the original
-    # took minutes per update); see docs/benchmarks.md for the measurement.
-    name = CPU_POLICY_FOR_16
+    name = cpu_policy_for_16()
   prec.set_global_policy(name)
   return name
 
 
-CPU_POLICY_FOR_16 = 'float32'
+def cpu_policy_for_16():
+  # Without a GPU, float16 math is emulated: 40x slower than float32 here (the
+  # original took minutes per update). bfloat16 took 0.57x float32's time per
+  # update and trained alike on a CPU with native bfloat16 instructions; on
+  # others it may be slower, so they keep float32 (docs/benchmarks.md).
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = set(f.read().split())
+  except OSError:
+    return 'float32'
+  native = {'avx512_bf16', 'amx_bf16'}
+  return 'mixed_bfloat16' if flags & native else 'float32'
 
 
 def set_seed(seed):
@@ -526,14 +548,67 @@ def set_seed(seed):
 
 
 def save_checkpoint(manager, step):
+  path = os.path.join(manager.directory, f'ckpt-{step}')
+  if path in manager.checkpoints:
+    # Saved at this step already (a signal right after a save or restore);
+    # rewriting it in place would risk the one good copy for nothing.
+    return path
   try:
     path = manager.save(checkpoint_number=step)
   except (OSError, tf.errors.OpError) as e:
-    raise OSError(
-        f'Could not write a checkpoint to {manager.directory}: {e}. The '
-        'previous checkpoints are intact.') from e
+    remove_partial_checkpoint(path)
+    message = getattr(e, 'message', None) or str(e)
+    raise tools.WriteError(
+        getattr(e, 'errno', None),
+        f'Could not write the checkpoint {path}: {message.strip()}. No partial '
+        'file was left behind and the previous checkpoints are intact.') from e
   print(f'Saved checkpoint {path}.')
   return path
+
+
+def remove_partial_checkpoint(prefix):
+  # TensorFlow writes a checkpoint into `<prefix>_temp/`, then moves it to
+  # `<prefix>.index` and `<prefix>.data-*`; only then does the `checkpoint`
+  # file name it. A failed or killed save leaves the pieces, never listed.
+  for path in glob.glob(glob.escape(prefix) + '_temp*'):
+    shutil.rmtree(path, ignore_errors=True)
+  for path in glob.glob(glob.escape(prefix) + '.*'):
+    os.remove(path)
+
+
+def remove_partial_checkpoints(directory):
+  """Removes what saves that were killed left in the checkpoints directory."""
+  removed = []
+  for path in pathlib.Path(directory).glob('*_temp*'):
+    shutil.rmtree(path, ignore_errors=True)
+    removed.append(path)
+  return removed
+
+
+def restore_latest(agent, manager, datadir):
+  """Restores the newest readable checkpoint; returns its path or None."""
+  for path in reversed(manager.checkpoints):
+    try:
+      agent.restore(path, datadir)
+      return path
+    except (tf.errors.OpError, IndexError) as e:
+      # Only a lost or damaged file (not a kill, which leaves the previous
+      # checkpoint listed) gets here; the older one is the next best. A
+      # truncated file raises IndexError ("Read less bytes than requested").
+      message = getattr(e, 'message', None) or str(e)
+      print(f'Could not read the checkpoint {path}: {message}. Trying an '
+            'older one.')
+    except (AssertionError, ValueError) as e:
+      raise CheckpointError(
+          f'The checkpoint {path} does not fit this agent ({e}). Were model '
+          'flags changed? Resume with the flags of the run, or use a new '
+          '--logdir.') from e
+  if manager.checkpoints:
+    # Starting afresh would silently throw the training away.
+    raise CheckpointError(
+        f'None of the checkpoints in {manager.directory} could be read. To '
+        'train a new agent on the stored episodes, move that directory away.')
+  return None
 
 
 def resume_message(config):
@@ -559,6 +634,8 @@ def main(config):
   datadir.mkdir(parents=True, exist_ok=True)
   for path in tools.remove_partial_files(datadir):
     print(f'Removed the partial file {path.name} of an interrupted write.')
+  for path in remove_partial_checkpoints(config.logdir / 'checkpoints'):
+    print(f'Removed the partial checkpoint {path.name} of an interrupted save.')
   writer = tf.summary.create_file_writer(
       str(config.logdir), max_queue=1000, flush_millis=20000)
   writer.set_as_default()
@@ -589,9 +666,9 @@ def main(config):
     agent = Dreamer(config, datadir, actspace, writer, stop=stop)
     manager = tf.train.CheckpointManager(
         agent.checkpoint(), config.logdir / 'checkpoints', max_to_keep=2)
-    if manager.latest_checkpoint:
-      agent.restore(manager.latest_checkpoint, datadir)
-      print(f'Restored checkpoint {manager.latest_checkpoint}.')
+    restored = restore_latest(agent, manager, datadir)
+    if restored:
+      print(f'Restored checkpoint {restored}.')
     collect = tools.Progress(
         agent, 'train', step, config.steps, config.action_repeat,
         updates=lambda: agent.updates)
@@ -739,9 +816,19 @@ def cli(argv=None):
   except ConfigError as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
-  except NonFiniteLoss as e:
+  except (NonFiniteLoss, CheckpointError) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 1
+  except OSError as e:
+    if not isinstance(e, tools.WriteError) and e.errno not in DISK_ERRORS:
+      raise
+    # A full or read-only disk: the files written so far are complete.
+    print(f'Error: {e}', file=sys.stderr)
+    print('Free some space. ' + resume_message(config), file=sys.stderr)
+    return 1
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 if __name__ == '__main__':

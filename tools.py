@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import uuid
+import zipfile
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Keras 2 layers, as TFP.
 
@@ -108,9 +109,46 @@ def simulate(agent, envs, steps=0, episodes=0, state=None, stop=None):
 
 def count_episodes(directory):
   filenames = pathlib.Path(directory).expanduser().glob('*.npz')
-  lengths = [int(n.stem.rsplit('-', 1)[-1]) - 1 for n in filenames]
+  lengths = [episode_length(n) for n in filenames]
+  lengths = [length - 1 for length in lengths if length is not None]
   episodes, steps = len(lengths), sum(lengths)
   return episodes, steps
+
+
+# Episode files never change once written (atomic rename), so what is known
+# about a file holds for the rest of the process: None means unusable.
+_LENGTHS = {}
+
+
+def episode_length(filename):
+  """The stored transitions of an episode file by its name, None if unusable.
+
+  The step counter comes from file names, so a corrupt or misnamed file must
+  not count: it would inflate the step and shorten the prefill. The check
+  reads only the zip directory at the end of the file, which a truncated
+  file lacks.
+  """
+  key = str(filename)
+  if key not in _LENGTHS:
+    length = filename.stem.rsplit('-', 1)[-1]
+    if not length.isdigit():
+      report_broken(filename, 'the name does not end in -<length>.npz')
+      _LENGTHS[key] = None
+    elif not zipfile.is_zipfile(filename):
+      report_broken(filename, 'it is not a complete npz archive')
+      _LENGTHS[key] = None
+    else:
+      _LENGTHS[key] = int(length)
+  return _LENGTHS[key]
+
+
+def report_broken(filename, reason):
+  """Marks an episode file unusable and says so once per process."""
+  key = str(filename)
+  if _LENGTHS.get(key, 0) is None:
+    return
+  _LENGTHS[key] = None
+  print(f'Skipped unreadable episode file {filename.name}: {reason}', flush=True)
 
 
 def save_episodes(directory, episodes):
@@ -129,6 +167,13 @@ def save_episodes(directory, episodes):
   return filenames
 
 
+class WriteError(OSError):
+  """A file of the run could not be written; nothing partial was left."""
+
+  def __str__(self):
+    return self.strerror  # The message, without OSError's "[Errno 28]".
+
+
 def write_atomic(filename, content):
   # Readers glob for the final name only, so they never see a partial file;
   # the hidden temporary name is removed on failure (e.g. a full disk).
@@ -143,7 +188,7 @@ def write_atomic(filename, content):
   except OSError as e:
     temp.unlink(missing_ok=True)
     reason = 'the disk is full' if e.errno == errno.ENOSPC else str(e)
-    raise OSError(
+    raise WriteError(
         e.errno, f'Could not write {filename} because {reason}. No partial '
         'file was left behind and earlier files are intact.') from e
 
@@ -171,8 +216,9 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
           episode = np.load(f)
           episode = {k: episode[k] for k in episode.keys()}
       except Exception as e:
-        # Reported once; the rest of the replay keeps training the agent.
-        print(f'Skipped unreadable episode file {filename.name}: {e}')
+        # Reported once (also across loaders, e.g. the one that reads the
+        # dataset signature); the rest of the replay keeps training.
+        report_broken(filename, e)
         broken.add(filename)
         continue
       cache[filename] = episode
@@ -327,6 +373,7 @@ class Adam(tf.Module):
     self._clip = clip
     self._wd = wd
     self._wdpattern = wdpattern
+    self._lr = lr
     self._opt = tf_keras.optimizers.Adam(lr)
     # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
     if prec.global_policy().compute_dtype == 'float16':
@@ -336,6 +383,11 @@ class Adam(tf.Module):
   @property
   def variables(self):
     return self._opt.variables
+
+  def reset_learning_rate(self):
+    # The learning rate is a variable of the checkpoint; on resume the command
+    # line's value should win, e.g. to lower it after a divergence.
+    self._opt.learning_rate = self._lr
 
   def __call__(self, tape, loss):
     if self._variables is None:

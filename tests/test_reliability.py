@@ -1,0 +1,562 @@
+"""Never lose a run: kills, signals, corrupt files, bad input, full disks.
+
+The program runs as a subprocess (`python dreamer.py`) on short episodes
+(`--time_limit 200`: 100 agent steps). One logdir goes through a series of
+kills and restarts in a module-scoped fixture, so that the assertions share
+the runs. Disks are made full or read-only with small tmpfs mounts (root, as
+on CI); without the permission, a write-size limit or a patch stands in.
+"""
+
+import contextlib
+import errno
+import hashlib
+import os
+import pathlib
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dreamer
+import tools
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# 2 prefill episodes, then cycles of one evaluation and 2 training episodes.
+FLAGS = (
+    '--preset', 'tiny', '--task', 'dmc_cartpole_balance', '--time_limit',
+    '200', '--prefill', '400', '--eval_every', '400', '--train_every', '200',
+    '--log_every', '200')
+STEPS = 1200
+
+
+class Program:
+  """`python dreamer.py` in the background, its output read line by line."""
+
+  def __init__(self, logdir, *flags, steps=STEPS, preexec_fn=None):
+    self.lines = []
+    self._process = subprocess.Popen(
+        [sys.executable, 'dreamer.py', *FLAGS, '--steps', str(steps),
+         '--logdir', str(logdir), *flags],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+        preexec_fn=preexec_fn)
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self):
+    for line in self._process.stdout:
+      self.lines.append(line)
+
+  @property
+  def output(self):
+    return ''.join(self.lines)
+
+  def wait_for(self, text, count=1, timeout=240):
+    """Waits until `text` has appeared on `count` lines of the output."""
+    deadline = time.time() + timeout
+    while sum(text in line for line in list(self.lines)) < count:
+      if self._process.poll() is not None:
+        self._reader.join(10)
+        if sum(text in line for line in self.lines) >= count:
+          return
+        raise AssertionError(
+            f'Exited with {self._process.returncode} before {text!r}:\n'
+            f'{self.output[-3000:]}')
+      if time.time() > deadline:
+        self.signal(signal.SIGKILL)
+        raise AssertionError(f'No {text!r} in {timeout} s:\n{self.output}')
+      time.sleep(0.05)
+
+  def signal(self, signum):
+    self._process.send_signal(signum)
+
+  def finish(self, timeout=300):
+    try:
+      code = self._process.wait(timeout)
+    except subprocess.TimeoutExpired:
+      self.signal(signal.SIGKILL)
+      raise
+    self._reader.join(10)
+    return code
+
+
+def episode_files(logdir):
+  return sorted((logdir / 'episodes').glob('*.npz'))
+
+
+def check_episodes(logdir, skip=()):
+  """Asserts that every episode file loads and holds the length it names."""
+  for path in episode_files(logdir):
+    if path.name in skip:
+      continue
+    with np.load(path) as episode:
+      assert len(episode['reward']) == int(path.stem.rsplit('-', 1)[1])
+
+
+def checkpoint_state(logdir):
+  """The manager's view: (latest prefix or None, all listed prefixes)."""
+  state = tf.train.get_checkpoint_state(str(logdir / 'checkpoints'))
+  if not state:
+    return None, []
+  return state.model_checkpoint_path, list(state.all_model_checkpoint_paths)
+
+
+def fingerprint(directory):
+  """Content hash, size and mtime of every file, and every directory."""
+  result = {}
+  for path in sorted(pathlib.Path(directory).rglob('*')):
+    key = str(path.relative_to(directory))
+    if path.is_dir():
+      result[key] = 'dir'
+    else:
+      stat = path.stat()
+      result[key] = (hashlib.sha256(path.read_bytes()).hexdigest(),
+                     stat.st_size, stat.st_mtime_ns)
+  return result
+
+
+@contextlib.contextmanager
+def tmpfs(path, size, readonly=False):
+  """Mounts a small tmpfs at path; yields False where mounting is denied."""
+  path.mkdir(parents=True, exist_ok=True)
+  options = f'size={size}' + (',ro' if readonly else '')
+  result = subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)],
+      capture_output=True)
+  if result.returncode:
+    yield False
+    return
+  try:
+    yield True
+  finally:
+    subprocess.run(['umount', '-l', str(path)], check=True)
+
+
+@pytest.fixture(scope='module')
+def series(tmp_path_factory):
+  """One logdir through kills, corrupt files, SIGTERM, resume, divergence."""
+  logdir = tmp_path_factory.mktemp('reliability') / 'run'
+  ckptdir = logdir / 'checkpoints'
+  stages = {}
+
+  def record(name, program, code, **extra):
+    stages[name] = dict(
+        code=code, output=program.output,
+        episodes=[p.name for p in episode_files(logdir)],
+        state=checkpoint_state(logdir), **extra)
+    check_episodes(logdir, skip=planted)
+    # Shown with -s, for the record of what each kill hit.
+    print(f'{name}: exit {code}, {len(stages[name]["episodes"])} episodes, '
+          f'checkpoints {stages[name]["state"][1]}, {extra.get("seen", "")}')
+
+  planted = ()
+  # 1. kill -9 during the prefill, once the first episode is on disk.
+  program = Program(logdir)
+  program.wait_for('Train episode of length')
+  program.signal(signal.SIGKILL)
+  record('prefill', program, program.finish())
+
+  # 2. kill -9 during training: the first updates, inside the evaluation.
+  program = Program(logdir)
+  program.wait_for('Training for')
+  program.signal(signal.SIGKILL)
+  record('training', program, program.finish())
+
+  # 3. kill -9 during the first checkpoint save: the moment TensorFlow's
+  # temporary directory or the new index file shows up.
+  program = Program(logdir)
+  program.wait_for('Start collection.')
+  seen = set()
+  deadline = time.time() + 240
+  while time.time() < deadline and program._process.poll() is None:
+    names = os.listdir(ckptdir) if ckptdir.exists() else []
+    seen = {n for n in names if '_temp' in n or n.endswith('.index')}
+    if seen:
+      program.signal(signal.SIGKILL)
+      break
+    time.sleep(0.0005)
+  record('save', program, program.finish(), seen=seen)
+
+  # 4. A truncated and a garbage episode file, then SIGTERM while collecting.
+  good = episode_files(logdir)[0]
+  truncated = logdir / 'episodes' / '20200101T000000-{}-101.npz'.format(
+      'a' * 32)
+  truncated.write_bytes(good.read_bytes()[:1000])
+  garbage = logdir / 'episodes' / '20200101T000001-{}-101.npz'.format(
+      'b' * 32)
+  garbage.write_bytes(b'this is not an npz archive\n' * 100)
+  planted = (truncated.name, garbage.name)
+  program = Program(logdir)
+  program.wait_for('Start collection.')
+  program.wait_for('Train episode of length', count=1 + sum(
+      'Train episode' in line for line in program.lines))
+  program.signal(signal.SIGTERM)
+  record('sigterm', program, program.finish())
+
+  # 5. Resume to the end.
+  program = Program(logdir)
+  record('finish', program, program.finish())
+
+  # 6. A diverging learning rate: stops with the loss named, saves nothing.
+  before = fingerprint(ckptdir)
+  program = Program(logdir, '--model_lr', '1e30', steps=STEPS + 400)
+  record('nonfinite', program, program.finish(), before=before,
+         after=fingerprint(ckptdir))
+  return logdir, stages, planted
+
+
+class TestKillAndResume:
+
+  def test_killed_runs_died(self, series):
+    _, stages, _ = series
+    for name in ('prefill', 'training', 'save'):
+      assert stages[name]['code'] == -signal.SIGKILL, name
+
+  def test_episodes_never_decrease_and_all_load(self, series):
+    # record() loaded every file after each stage.
+    _, stages, _ = series
+    order = ('prefill', 'training', 'save', 'sigterm', 'finish', 'nonfinite')
+    counts = [len(stages[name]['episodes']) for name in order]
+    assert counts[0] >= 1
+    assert counts == sorted(counts), counts
+    for earlier, later in zip(order, order[1:]):
+      assert set(stages[earlier]['episodes']) <= set(stages[later]['episodes'])
+
+  def test_prefill_resumes_where_it_stopped(self, series):
+    _, stages, _ = series
+    # The killed prefill kept its complete episodes; the restart collects
+    # only the rest (400 frames minus 200 per stored episode).
+    stored = len(stages['prefill']['episodes'])
+    left = max(0, 400 - 200 * stored)
+    assert f'Prefill dataset with {left} steps.' in stages['training']['output']
+    assert 'Prefill dataset with 0 steps.' in stages['save']['output']
+
+  def test_no_partial_files_survive_a_restart(self, series):
+    logdir, _, _ = series
+    assert not list((logdir / 'episodes').glob('.*.tmp'))
+    assert not [p for p in (logdir / 'checkpoints').iterdir()
+                if '_temp' in p.name]
+
+  def test_kill_during_save_keeps_the_manager_consistent(self, series):
+    logdir, stages, _ = series
+    save = stages['save']
+    assert save['seen'], 'no checkpoint save was observed'
+    # Whatever the kill interrupted, the listed checkpoint (if any) restores
+    # on the next start; the partial one is never listed.
+    latest, listed = save['state']
+    for prefix in listed:
+      tf.train.load_checkpoint(prefix)
+    if latest:
+      assert f'Restored checkpoint {latest}.' in stages['sigterm']['output']
+    else:
+      assert 'Restored checkpoint' not in stages['sigterm']['output']
+
+  def test_resumed_run_finishes_from_the_last_checkpoint(self, series):
+    logdir, stages, _ = series
+    finish = stages['finish']
+    assert finish['code'] == 0, finish['output'][-3000:]
+    latest, _ = stages['sigterm']['state']
+    assert f'Restored checkpoint {latest}.' in finish['output']
+    assert 'Prefill dataset with 0 steps.' in finish['output']
+    final, listed = finish['state']
+    assert len(listed) <= 2  # max_to_keep
+    reader = tf.train.load_checkpoint(final)
+    assert reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE') >= STEPS
+    steps = dreamer.count_steps(logdir / 'episodes', dreamer.parse_args(
+        list(FLAGS)))
+    assert steps >= STEPS
+
+
+class TestCorruptEpisodes:
+
+  def test_reported_once_each_and_skipped(self, series):
+    _, stages, planted = series
+    for name in ('sigterm', 'finish'):
+      output = stages[name]['output']
+      for filename in planted:
+        lines = [l for l in output.splitlines() if filename in l]
+        assert len(lines) == 1, (name, filename, lines)
+        assert lines[0].startswith('Skipped unreadable episode file')
+    assert stages['finish']['code'] == 0
+
+  def test_corrupt_files_do_not_count_as_steps(self, series):
+    _, stages, planted = series
+    # The step the restarted run starts from ignores the planted files.
+    output = stages['finish']['output']
+    match = re.search(r'Simulating agent for (-?\d+) steps\.', output)
+    stored = [n for n in stages['sigterm']['episodes'] if n not in planted]
+    frames = sum(int(n[:-4].rsplit('-', 1)[1]) - 1 for n in stored) * 2
+    assert int(match.group(1)) == STEPS - frames
+
+
+class TestSignals:
+
+  def test_sigterm_saves_and_says_how_to_resume(self, series):
+    logdir, stages, _ = series
+    sigterm = stages['sigterm']
+    assert sigterm['code'] in (0, 128 + signal.SIGTERM), sigterm['output']
+    output = sigterm['output']
+    assert 'Received SIGTERM: stopping after the current step.' in output
+    assert 'Saved checkpoint' in output.split('Received SIGTERM')[1]
+    assert 'To resume, run the same command again: python dreamer.py' in output
+    latest, _ = sigterm['state']
+    assert latest and f'Saved checkpoint {latest}.' in output
+    tf.train.load_checkpoint(latest)
+
+
+class TestNonFiniteLoss:
+
+  def test_stops_naming_loss_and_step(self, series):
+    _, stages, _ = series
+    stage = stages['nonfinite']
+    assert stage['code'] == 1, stage['output'][-3000:]
+    assert re.search(
+        r'^Error: The (model|actor|value) loss became (nan|inf|-inf) at step '
+        r'\d+\.', stage['output'], re.M), stage['output'][-3000:]
+    assert 'Saved checkpoint' not in stage['output']
+
+  def test_last_good_checkpoint_untouched(self, series):
+    _, stages, _ = series
+    stage = stages['nonfinite']
+    assert stage['before'] == stage['after']
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(series, tmp_path_factory):
+  """Every bad input at once against the finished logdir of the series."""
+  logdir, _, _ = series
+  base = tmp_path_factory.mktemp('bad')
+  readonly = base / 'readonly'
+  cases = {
+      'suite': (['--task', 'gym_cartpole'],
+                'Unknown suite "gym" in --task gym_cartpole. Valid suites: '
+                'dmc'),
+      'dmc_task': (['--task', 'dmc_walker_fly'],
+                   "Unknown DeepMind Control task 'walker_fly'; valid tasks "
+                   'are: acrobot_swingup'),
+      'atari_game': (['--task', 'atari_notagame'],
+                     "Unknown Atari game 'notagame'"),
+      'batch_length': (['--batch_length', '150'],
+                       '--batch_length 150 is longer than an episode can be: '
+                       '--time_limit 200 / --action_repeat 2 = 100 steps'),
+      'batch_size': (['--batch_size', '0'], '--batch_size must be positive'),
+      'steps': (['--steps', '-5'], '--steps must be positive'),
+      'unparsable': (['--train_every', 'often'],
+                     "argument --train_every: invalid int value: 'often'"),
+      'precision': (['--precision', '8'],
+                    '--precision 8 is not valid; choose one of: 16, 32'),
+      'logdir_file': (['--logdir', str(logdir / 'config.json' / 'sub')],
+                      'is not a writable directory'),
+      'logdir_readonly': (['--logdir', str(readonly / 'run')],
+                          'is not a writable directory'),
+  }
+  before = fingerprint(logdir)
+  with tmpfs(readonly, '1m', readonly=True) as mounted:
+    if not mounted:
+      del cases['logdir_readonly']  # Root would write through a chmod.
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, 'dreamer.py', *FLAGS, '--logdir', str(logdir),
+             *flags], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        for name, (flags, _) in cases.items()}
+    results = {
+        name: (p.wait(180), p.stdout.read()) for name, p in processes.items()}
+  return cases, results, before, fingerprint(logdir)
+
+
+class TestBadInput:
+
+  def test_refused_with_message(self, bad_inputs):
+    cases, results, _, _ = bad_inputs
+    for name, (_, message) in cases.items():
+      code, output = results[name]
+      assert code == 2, (name, output[-2000:])
+      assert message in output, (name, output[-2000:])
+      # Refused before any work: nothing was built or simulated.
+      assert 'Prefill dataset' not in output and 'Logdir' not in output
+
+  def test_logdir_untouched(self, bad_inputs):
+    _, _, before, after = bad_inputs
+    assert before == after
+
+
+class TestDiskFull:
+
+  def test_episode_and_checkpoint_writes(self, tmp_path):
+    disk = tmp_path / 'disk'
+    with tmpfs(disk, '1m') as mounted:
+      if not mounted:
+        pytest.fail('mounting a tmpfs needs root (CI runs as root)')
+      episode = dict(
+          image=np.random.RandomState(0).randint(
+              0, 255, (40, 64, 64, 3), np.uint8),
+          reward=np.zeros(40, np.float16))
+      episodes = disk / 'episodes'
+      saved = []
+      with pytest.raises(tools.WriteError, match='the disk is full') as info:
+        for _ in range(100):
+          saved += tools.save_episodes(episodes, [episode])
+      assert info.value.errno == errno.ENOSPC
+      assert saved and sorted(episodes.iterdir()) == sorted(saved)
+      check_episodes(disk)
+      for path in saved:
+        path.unlink()
+
+      # The checkpoint: a first save fits, the second does not.
+      variable = tf.Variable(tf.zeros([150_000]))  # 600 kB.
+      manager = tf.train.CheckpointManager(
+          tf.train.Checkpoint(v=variable), str(disk / 'checkpoints'),
+          max_to_keep=2)
+      first = dreamer.save_checkpoint(manager, 100)
+      contents = {p.name: p.read_bytes()
+                  for p in (disk / 'checkpoints').iterdir()}
+      variable.assign(tf.ones([150_000]))
+      with pytest.raises(tools.WriteError, match='No space left on device'):
+        dreamer.save_checkpoint(manager, 200)
+      assert {p.name: p.read_bytes()
+              for p in (disk / 'checkpoints').iterdir()} == contents
+      assert manager.latest_checkpoint == first
+      reader = tf.train.load_checkpoint(first)
+      assert not reader.get_tensor('v/.ATTRIBUTES/VARIABLE_VALUE').any()
+
+  def test_run_stops_with_clear_error(self, tmp_path):
+    # Room for config, events and about three 100-step episodes.
+    disk = tmp_path / 'disk'
+    with tmpfs(disk, '160k') as mounted:
+      limit = None
+      if not mounted:
+        # A per-file size limit stands in: writes past it fail with EFBIG.
+        limit = lambda: (
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
+            resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000)))
+      program = Program(disk / 'run', '--prefill', '2000', preexec_fn=limit)
+      code = program.finish()
+      output = program.output
+      assert code == 1, output[-3000:]
+      assert re.search(r'^Error: Could not write .*\.npz because', output,
+                       re.M), output[-3000:]
+      assert 'Traceback' not in output
+      assert 'To resume, run the same command again' in output
+      assert not list((disk / 'run' / 'episodes').glob('.*'))
+      assert episode_files(disk / 'run')
+      check_episodes(disk / 'run')
+
+
+class TestKillDuringSave:
+  """The manager-level invariant, at many more kill moments than one run."""
+
+  SCRIPT = '''
+import sys
+import tensorflow as tf
+directory, size = sys.argv[1], int(sys.argv[2])
+number = tf.Variable(0, dtype=tf.int64)
+values = tf.Variable(tf.zeros([size]))
+manager = tf.train.CheckpointManager(
+    tf.train.Checkpoint(number=number, values=values), directory,
+    max_to_keep=2)
+start = int(manager.latest_checkpoint.rsplit('-', 1)[1]) if (
+    manager.latest_checkpoint) else 0
+print('ready', flush=True)
+for i in range(start + 1, start + 10000):
+  number.assign(i)
+  values.assign(tf.fill([size], float(i)))
+  manager.save(checkpoint_number=i)
+'''
+
+  def test_latest_always_restores(self, tmp_path):
+    directory = tmp_path / 'checkpoints'
+    interrupted = 0
+    for attempt in range(5):
+      process = subprocess.Popen(
+          [sys.executable, '-c', self.SCRIPT, str(directory), '4000000'],
+          stdout=subprocess.PIPE, text=True)
+      assert process.stdout.readline() == 'ready\n'
+      time.sleep(0.3 + 0.137 * attempt)  # Staggered moments.
+      names = set(os.listdir(directory))
+      process.kill()
+      process.wait()
+      listed = tf.train.get_checkpoint_state(str(directory))
+      listed = {os.path.basename(p) for p in
+                listed.all_model_checkpoint_paths}
+      # Anything beyond the listed checkpoints is a save cut short.
+      on_disk = {n.split('.')[0].split('_temp')[0] for n in os.listdir(
+          directory) if n.startswith('ckpt-')}
+      interrupted += bool(on_disk - listed) or any(
+          '_temp' in n for n in names)
+      latest = tf.train.latest_checkpoint(str(directory))
+      reader = tf.train.load_checkpoint(latest)
+      number = reader.get_tensor('number/.ATTRIBUTES/VARIABLE_VALUE')
+      assert latest.endswith(f'ckpt-{number}')
+      values = reader.get_tensor('values/.ATTRIBUTES/VARIABLE_VALUE')
+      assert np.all(values == number)
+      dreamer.remove_partial_checkpoints(directory)
+      assert not [n for n in os.listdir(directory) if '_temp' in n]
+    # Most kills land inside a save, as saves are back to back.
+    print(f'{interrupted} of 5 kills interrupted a save')
+    assert interrupted >= 1
+
+
+class TestRestoreFallback:
+  """A damaged checkpoint file (not a kill: e.g. a lost disk block)."""
+
+  @staticmethod
+  def agent(size):
+    variable = tf.Variable(tf.zeros([size]))
+
+    class Agent:
+      # What main() uses of the Dreamer agent, with its restore checks.
+
+      def checkpoint(self):
+        return tf.train.Checkpoint(v=variable)
+
+      def restore(self, path, datadir):
+        del datadir
+        status = self.checkpoint().read(path)
+        status.assert_existing_objects_matched().expect_partial()
+
+    return Agent(), variable
+
+  @staticmethod
+  def damage(prefix):
+    data = pathlib.Path(prefix + '.data-00000-of-00001')
+    data.write_bytes(data.read_bytes()[:100])
+
+  def test_falls_back_to_the_older_checkpoint(self, tmp_path, capsys):
+    agent, variable = self.agent(1000)
+    manager = tf.train.CheckpointManager(
+        agent.checkpoint(), str(tmp_path), max_to_keep=2)
+    variable.assign(tf.fill([1000], 1.0))
+    older = dreamer.save_checkpoint(manager, 1)
+    variable.assign(tf.fill([1000], 2.0))
+    latest = dreamer.save_checkpoint(manager, 2)
+    self.damage(latest)
+    variable.assign(tf.zeros([1000]))
+    manager = tf.train.CheckpointManager(  # As on a restart.
+        agent.checkpoint(), str(tmp_path), max_to_keep=2)
+    assert dreamer.restore_latest(agent, manager, None) == older
+    assert np.all(variable.numpy() == 1.0)
+    assert f'Could not read the checkpoint {latest}' in capsys.readouterr().out
+    # With every checkpoint damaged, the run refuses to start afresh.
+    self.damage(older)
+    with pytest.raises(dreamer.CheckpointError, match='None of the'):
+      dreamer.restore_latest(agent, manager, None)
+
+  def test_checkpoint_of_another_model_is_refused(self, tmp_path):
+    agent, _ = self.agent(1000)
+    manager = tf.train.CheckpointManager(
+        agent.checkpoint(), str(tmp_path), max_to_keep=2)
+    dreamer.save_checkpoint(manager, 1)
+    other, _ = self.agent(10)
+    manager = tf.train.CheckpointManager(
+        other.checkpoint(), str(tmp_path), max_to_keep=2)
+    with pytest.raises(dreamer.CheckpointError, match='Were model flags'):
+      dreamer.restore_latest(other, manager, None)
