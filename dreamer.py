@@ -1,5 +1,4 @@
 import argparse
-import collections
 import errno
 import functools
 import glob
@@ -292,10 +291,26 @@ class Dreamer(tools.Module):
     self._model_opt = Optimizer('model', model_modules, self._c.model_lr)
     self._value_opt = Optimizer('value', [self._value], self._c.value_lr)
     self._actor_opt = Optimizer('actor', [self._actor], self._c.actor_lr)
+    self._create_variables()
     # Do a train step to initialize all variables, including optimizer
     # statistics. Ideally, we would use batch size zero, but that doesn't work
     # in multi-GPU mode.
     self.train(next(self._dataset))
+
+  def _create_variables(self):
+    # One eager pass of each network on a single step, then Adam's moments:
+    # a tf.function that creates variables is traced twice, and tracing the
+    # train step takes ~10 s at the paper's sizes.
+    image = tf.zeros((1, 1, 64, 64, 3))
+    embed = self._encode({'image': image})
+    post, _ = self._dynamics.observe(embed, tf.zeros((1, 1, self._actdim)))
+    feat = self._dynamics.get_feat(post)
+    heads = [self._decode, self._reward, self._value, self._actor]
+    heads += [self._pcont] if self._c.pcont else []
+    for head in heads:
+      head(feat)
+    for optimizer in (self._model_opt, self._actor_opt, self._value_opt):
+      optimizer.build()
 
   def _exploration(self, action, training):
     if training:

@@ -389,12 +389,18 @@ class Adam(tf.Module):
     # line's value should win, e.g. to lower it after a divergence.
     self._opt.learning_rate = self._lr
 
+  def build(self):
+    # Creates Adam's moments now, outside any tf.function, so that the first
+    # traced train step creates no variable and is traced once, not twice.
+    variables = [module.variables for module in self._modules]
+    self._variables = tf.nest.flatten(variables)
+    count = sum(int(np.prod(x.shape)) for x in self._variables)
+    print(f'Found {count} {self._name} parameters.')
+    self._opt.build(self._variables)
+
   def __call__(self, tape, loss):
     if self._variables is None:
-      variables = [module.variables for module in self._modules]
-      self._variables = tf.nest.flatten(variables)
-      count = sum(int(np.prod(x.shape)) for x in self._variables)
-      print(f'Found {count} {self._name} parameters.')
+      self.build()
     assert len(loss.shape) == 0, loss.shape
     scaled = isinstance(self._opt, prec.LossScaleOptimizer)
     with tape:

@@ -96,6 +96,11 @@ class TestTrainStep:
   def test_updates_every_variable(self, continuous):
     assert_train_step_updates_everything(continuous[0])
 
+  def test_traced_once(self, continuous):
+    # Variables are created before the first trace, and later steps run in
+    # the strategy's scope, so no step retraces.
+    assert continuous[0].train.experimental_get_tracing_count() == 1
+
   def test_discrete_actions_with_pcont(self, discrete):
     assert 'pcont_loss' in discrete[0]._metrics
     assert_train_step_updates_everything(discrete[0])
