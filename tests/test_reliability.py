@@ -312,6 +312,27 @@ class TestSignals:
     tf.train.load_checkpoint(latest)
 
 
+class TestCtrlC:
+
+  def test_sigint_during_prefill_keeps_episodes(self, tmp_path):
+    # Ctrl-C before the agent exists: nothing to checkpoint, but the finished
+    # episodes stay and the program says how to resume.
+    logdir = tmp_path / 'run'
+    program = Program(logdir, '--prefill', '2000')
+    program.wait_for('Train episode of length')
+    program.signal(signal.SIGINT)
+    code = program.finish()
+    output = program.output
+    assert code == 128 + signal.SIGINT, output[-3000:]
+    assert 'Received SIGINT: stopping after the current step.' in output
+    assert 'To resume, run the same command again: python dreamer.py' in output
+    assert 'Traceback' not in output
+    episodes = episode_files(logdir)
+    assert episodes
+    check_episodes(logdir)
+    assert not list((logdir / 'episodes').glob('.*.tmp'))
+
+
 class TestNonFiniteLoss:
 
   def test_stops_naming_loss_and_step(self, series):

@@ -501,14 +501,18 @@ class TestProgress:
 
 class TestGracefulStop:
 
-  def test_signal_sets_flag_and_check_raises(self):
-    previous = signal.getsignal(signal.SIGTERM)
+  @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+  def test_signal_sets_flag_and_check_raises(self, signum):
+    previous = signal.getsignal(signum)
     try:
-      stop = tools.GracefulStop(signums=(signal.SIGTERM,))
+      stop = tools.GracefulStop(signums=(signum,))
       stop()  # Nothing received yet.
-      os.kill(os.getpid(), signal.SIGTERM)
+      os.kill(os.getpid(), signum)
       with pytest.raises(tools.Interrupted) as info:
         stop()
-      assert info.value.signum == signal.SIGTERM
+      assert info.value.signum == signum
+      # A second signal stops at once instead of waiting for the step.
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signum)
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      signal.signal(signum, previous)
