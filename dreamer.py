@@ -152,15 +152,21 @@ class Dreamer(tools.Module):
       log = self._should_log(step)
       n = self._c.pretrain if self._should_pretrain() else self._c.train_steps
       print(f'Training for {n} steps.')
-      with self._strategy.scope():  # Outside it, train() would retrace.
-        for train_step in range(n):
-          if self._stop:
-            self._stop()
-          data = next(self._dataset)
-          self._check_finite(self.train(data), step)
-          self.updates += 1
-          if self._c.log_images and log and train_step == 0:
-            self._write_openl(data)
+      losses = []
+      try:
+        with self._strategy.scope():  # Outside it, train() would retrace.
+          for train_step in range(n):
+            if self._stop:
+              self._stop()
+            data = next(self._dataset)
+            losses.append(self.train(data))
+            self.updates += 1
+            if self._c.log_images and log and train_step == 0:
+              self._write_openl(data)
+      finally:
+        # Read once per phase, not per step: reading forces a device sync.
+        # Also on a signal, so that a diverged agent is never checkpointed.
+        self._check_finite(losses, step)
       if log:
         self._write_summaries()
     action, state = self.policy(obs, state, training)
@@ -407,7 +413,7 @@ class Dreamer(tools.Module):
     self._writer.flush()
 
   def _check_finite(self, losses, step):
-    for name, value in losses.items():
+    for name, value in (item for l in losses for item in l.items()):
       if not math.isfinite(float(value)):
         raise NonFiniteLoss(
             f'The {name} loss became {float(value)} at step {step}. The run '
