@@ -61,6 +61,7 @@ def define_config():
   config.pcont_scale = 10.0
   config.weight_decay = 0.0
   config.weight_decay_pattern = r'.*'
+  config.rssm_noise = 'shared'
   # Training.
   config.batch_size = 50
   config.batch_length = 50
@@ -93,6 +94,12 @@ PRESETS = {
         action_repeat=4, action_dist='onehot', expl='epsilon_greedy',
         expl_amount=0.4, expl_min=0.1, expl_decay=100000, horizon=10,
         kl_scale=0.1, pcont=True, clip_rewards='tanh'),
+    # Hours on a 2-core CPU for easy DeepMind Control tasks (docs/learning.md):
+    # smaller networks and batch, the paper's schedule; float32, since
+    # bfloat16 was no faster at these sizes without AMX (docs/benchmarks.md).
+    'cpu': dict(
+        cnn_depth=16, num_units=200, deter_size=100, stoch_size=20,
+        batch_size=16, precision=32),
     # Minutes on a CPU: for smoke runs and the end-to-end tests.
     'tiny': dict(
         steps=3000, prefill=1000, eval_every=1000, log_every=500,
@@ -278,7 +285,8 @@ class Dreamer(tools.Module):
     act = ACTS[self._c.dense_act]
     self._encode = models.ConvEncoder(self._c.cnn_depth, cnn_act)
     self._dynamics = models.RSSM(
-        self._c.stoch_size, self._c.deter_size, self._c.deter_size)
+        self._c.stoch_size, self._c.deter_size, self._c.deter_size,
+        noise=self._c.rssm_noise)
     self._decode = models.ConvDecoder(self._c.cnn_depth, cnn_act)
     self._reward = models.DenseDecoder((), 2, self._c.num_units, act=act)
     if self._c.pcont:
@@ -737,7 +745,8 @@ def validate(config):
       precision=(16, 32), parallel=('none', 'thread', 'process'),
       clip_rewards=('none', 'tanh'), dense_act=tuple(ACTS),
       cnn_act=tuple(ACTS), action_dist=('tanh_normal', 'onehot'),
-      expl=('additive_gaussian', 'completely_random', 'epsilon_greedy'))
+      expl=('additive_gaussian', 'completely_random', 'epsilon_greedy'),
+      rssm_noise=('shared', 'independent'))
   for key, valid in choices.items():
     if c[key] not in valid:
       raise ConfigError(
@@ -827,7 +836,11 @@ SECTIONS_HELP = dict(
     action_dist='tanh_normal or onehot',
     expl='additive_gaussian, completely_random or epsilon_greedy',
     dense_act='elu, relu, swish or leaky_relu',
-    cnn_act='elu, relu, swish or leaky_relu')
+    cnn_act='elu, relu, swish or leaky_relu',
+    rssm_noise=(
+        'shared: one noise vector per step for the whole batch, as the '
+        "original's sampler does; independent: one per entry, as the paper "
+        'describes'))
 
 
 def cli(argv=None):

@@ -15,9 +15,11 @@ tfd = tfp.distributions
 
 class RSSM(tools.Module):
 
-  def __init__(self, stoch=30, deter=200, hidden=200, act=tf.nn.elu):
+  def __init__(
+      self, stoch=30, deter=200, hidden=200, act=tf.nn.elu, noise='shared'):
     super().__init__()
     self._activation = act
+    self._noise = noise
     self._stoch_size = stoch
     self._deter_size = deter
     self._hidden_size = hidden
@@ -92,6 +94,12 @@ class RSSM(tools.Module):
     return prior
 
   def _sample(self, mean, std):
+    if self._noise == 'shared':
+      # The original's sampler: one noise vector per call, broadcast over the
+      # batch (SPEC, World model); --rssm_noise independent draws per entry.
+      dist = self.get_dist({'mean': mean, 'std': std})
+      noise = tf.random.normal(dist.event_shape, dtype=dist.dtype)
+      return tf.cast(noise * dist.stddev() + dist.mean(), mean.dtype)
     sample = self.get_dist({'mean': mean, 'std': std}).sample()
     return tf.cast(sample, mean.dtype)
 

@@ -292,6 +292,25 @@ def summarize_stability(results):
   return out
 
 
+def parse_overrides(items):
+  sys.path.insert(0, str(ROOT))
+  import tools
+  defaults = dict(tools.AttrDict(_define_config()))
+  overrides = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or key not in defaults:
+      raise SystemExit(f'--set {item}: expected FLAG=VALUE with a flag of '
+                       'define_config(), e.g. cnn_depth=16.')
+    overrides[key] = tools.args_type(defaults[key])(value)
+  return overrides
+
+
+def _define_config():
+  import dreamer
+  return dreamer.define_config()
+
+
 def fmt(value, limit=None, digits=1):
   if value is None:
     return f'> {limit:.0f}' if limit else 'n/a'
@@ -320,6 +339,10 @@ def main():
                       help='stepping seconds per policy in the stability '
                       'phase; a slower policy is stopped and reported with '
                       'the steps it made')
+  parser.add_argument('--set', nargs='+', default=[], metavar='FLAG=VALUE',
+                      help='other define_config() flags for both phases, '
+                      'e.g. --set cnn_depth=16 num_units=200 (network sizes '
+                      'of a CPU preset)')
   parser.add_argument('--skip_speed', action='store_true')
   parser.add_argument('--episodes', type=int, default=5)
   parser.add_argument('--episode_length', type=int, default=501)
@@ -330,6 +353,7 @@ def main():
   args = parser.parse_args()
   if args.worker:
     return worker(json.loads(args.worker))
+  overrides = parse_overrides(args.set)
 
   import tensorflow as tf
   cpu = 'unknown'
@@ -357,11 +381,13 @@ def main():
     print(f'  load average {os.getloadavg()[0]:.2f} at start')
   except OSError:
     pass
+  sizes = ', '.join(f'{k} {v}' for k, v in overrides.items())
+  sizes = sizes or 'full networks'
   print(f'  speed: batch {args.batch_size} x length {args.batch_length}, '
-        f'horizon 15, full networks, {args.steps} timed steps')
+        f'horizon 15, {sizes}, {args.steps} timed steps')
   if args.stability_steps:
     print(f'  stability: batch {args.stability_batch_size} x length '
-          f'{args.stability_batch_length}, full networks, '
+          f'{args.stability_batch_length}, {sizes}, '
           f'{args.stability_steps} steps, seed {args.seed}')
   print(flush=True)
 
@@ -373,13 +399,14 @@ def main():
 
   speed = {}
   if not args.skip_speed:
-    config = dict(batch_size=args.batch_size, batch_length=args.batch_length)
+    config = dict(
+        overrides, batch_size=args.batch_size, batch_length=args.batch_length)
     speed = run_group(
         'speed', args.policies, config, args, tmp, args.steps,
         args.build_timeout, args.step_timeout, args.speed_budget)
   stab = {}
   if args.stability_steps:
-    config = dict(batch_size=args.stability_batch_size,
+    config = dict(overrides, batch_size=args.stability_batch_size,
                   batch_length=args.stability_batch_length)
     stab = summarize_stability(run_group(
         'stability', args.policies, config, args, tmp, args.stability_steps,

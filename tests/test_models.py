@@ -67,13 +67,30 @@ class TestRSSM:
     assert imagined['stoch'].shape == (3, 7, 4)
     assert imagined['deter'].shape == (3, 7, 8)
 
-  def test_stoch_is_a_sample_per_entry(self):
-    rssm = models.RSSM(stoch=4, deter=8, hidden=8)
-    state = rssm.initial(64)
-    prior = rssm.img_step(state, tf.zeros((64, 2)))
+  @staticmethod
+  def _noise(rssm, batch=64):
     # All entries share the same input, so only the noise differs.
-    noise = (prior['stoch'] - prior['mean']) / prior['std']
-    assert np.std(noise.numpy()[:, 0]) > 0.5
+    prior = rssm.img_step(rssm.initial(batch), tf.zeros((batch, 2)))
+    post, _ = rssm.obs_step(prior, tf.zeros((batch, 2)), tf.zeros((batch, 5)))
+    return [((s['stoch'] - s['mean']) / s['std']).numpy()
+            for s in (prior, post)]
+
+  def test_default_noise_is_shared_over_the_batch(self):
+    # The original's sampler: one standard-normal vector per call.
+    for noise in self._noise(models.RSSM(stoch=4, deter=8, hidden=8)):
+      np.testing.assert_allclose(noise, np.repeat(noise[:1], 64, 0), atol=1e-5)
+      assert np.std(noise[0]) > 0.1  # Still random over the units.
+
+  def test_independent_noise_is_drawn_per_entry(self):
+    rssm = models.RSSM(stoch=4, deter=8, hidden=8, noise='independent')
+    for noise in self._noise(rssm):
+      assert np.all(np.std(noise, 0) > 0.5)
+      assert abs(np.mean(noise)) < 0.2
+
+  def test_shared_noise_changes_between_calls(self):
+    rssm = models.RSSM(stoch=4, deter=8, hidden=8)
+    first, second = self._noise(rssm, batch=2)
+    assert np.abs(first[0] - second[0]).max() > 1e-3
 
   def test_initial_state_is_zero(self):
     state = models.RSSM(stoch=4, deter=8).initial(2)
