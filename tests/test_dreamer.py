@@ -7,12 +7,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from tf_keras import mixed_precision as prec
 
 import dreamer
 import tools
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+tfd = tfp.distributions
 
 
 def tiny_config(logdir, **overrides):
@@ -138,9 +140,21 @@ class TestLosses:
 
   def test_pcont_loss_is_scaled(self, discrete):
     agent, config = discrete
-    metrics = metrics_after_step(agent)
-    # The discount head's loss is scaled by pcont_scale and part of the loss.
-    assert metrics['pcont_loss'] > 0
+    data = next(agent._dataset)
+    saved = snapshot(agent)
+    try:
+      metrics, rec = eager_step(agent, data, ('_pcont',))
+    finally:
+      restore(saved)
+    # The first call is on the posterior features, against discount x the
+    # stored discount flags, scaled by pcont_scale.
+    (feat,), dist = rec['_pcont'].calls[0]
+    assert feat.shape[:2] == data['discount'].shape
+    target = config.discount * data['discount']
+    logprob = tf.reduce_mean(dist.log_prob(target))
+    expected = -config.pcont_scale * float(logprob)
+    assert config.pcont_scale != 1
+    assert metrics['pcont_loss'] == pytest.approx(expected, rel=1e-5)
     expected = (config.kl_scale * metrics['div'] + metrics['image_loss'] +
                 metrics['reward_loss'] + metrics['pcont_loss'])
     assert metrics['model_loss'] == pytest.approx(expected, rel=1e-5)
@@ -365,17 +379,26 @@ class TestPrecision:
     finally:
       prec.set_global_policy('float32')
 
-  def test_cpu_policy_matches_native_bfloat16(self):
-    flags = set(open('/proc/cpuinfo').read().split())
-    native = bool(flags & {'avx512_bf16', 'amx_bf16'})
-    expected = 'mixed_bfloat16' if native else 'float32'
-    assert dreamer.cpu_policy_for_16() == expected
+  @pytest.mark.parametrize('flags, expected', [
+      ('fpu avx2 avx512f avx512_bf16', 'mixed_bfloat16'),  # AMD EPYC (Zen 4).
+      ('fpu avx512f amx_bf16 amx_tile', 'mixed_bfloat16'),  # Intel AMX.
+      ('fpu avx2 avx512f', 'float32'),  # No native bfloat16.
+      ('fpu avx2', 'float32')])
+  def test_cpu_policy_follows_native_bfloat16(self, tmp_path, flags, expected):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text(
+        f'processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n'
+        f'processor\t: 1\nflags\t\t: {flags}\n')
+    assert dreamer.cpu_policy_for_16(cpuinfo) == expected
+
+  def test_cpu_policy_without_cpuinfo_is_float32(self, tmp_path):
+    assert dreamer.cpu_policy_for_16(tmp_path / 'missing') == 'float32'
 
   def test_train_step_under_mixed_bfloat16(self, tmp_path):
     prec.set_global_policy('mixed_bfloat16')
     try:
       agent, _ = make_agent(tmp_path, free_nats=0.0)
-      assert agent._float == 'bfloat16'
+      assert agent._dynamics.initial(1)['deter'].dtype == tf.bfloat16
       assert agent._encode.get('h1', None).compute_dtype == 'bfloat16'
       assert_train_step_updates_everything(agent)
       obs = {'image': np.zeros((1, 64, 64, 3), np.uint8),
@@ -384,3 +407,256 @@ class TestPrecision:
       assert action.dtype == tf.float32
     finally:
       prec.set_global_policy('float32')
+
+
+# Behaviour of the original that a train step's loss values alone do not pin
+# down. Most tests run `_train` eagerly, with the networks' outputs recorded,
+# and recompute the quantity in NumPy from those outputs.
+
+
+class Recorder:
+  """Stands in for a network and records each call's input and output."""
+
+  def __init__(self, module):
+    self.module = module
+    self.calls = []
+
+  def __call__(self, *args):
+    out = self.module(*args)
+    self.calls.append((args, out))
+    return out
+
+  def __getattr__(self, name):
+    return getattr(self.module, name)
+
+
+def snapshot(agent):
+  variables = [v for vs in optimizer_variables(agent).values() for v in vs]
+  variables += [v for o in (agent._model_opt, agent._actor_opt,
+                            agent._value_opt) for v in o.variables]
+  return [(v, v.numpy().copy()) for v in variables]
+
+
+def restore(saved):
+  for var, value in saved:
+    var.assign(value)
+
+
+def eager_step(agent, data, record=()):
+  """One `_train` call run eagerly, with the named networks recorded."""
+  originals = {name: getattr(agent, name) for name in record}
+  for name in record:
+    setattr(agent, name, Recorder(originals[name]))
+  for metric in agent._metrics.values():
+    metric.reset_state()
+  try:
+    with agent._strategy.scope():
+      agent._strategy.run(agent._train, args=(data,))
+    recorders = {name: getattr(agent, name) for name in record}
+  finally:
+    for name, module in originals.items():
+      setattr(agent, name, module)
+  metrics = {k: float(v.result()) for k, v in agent._metrics.items()}
+  return metrics, recorders
+
+
+def imagined_calls(recorder, config):
+  # Calls on imagined features: [horizon, batch x length, features].
+  size = config.batch_size * (config.batch_length - int(config.pcont))
+  return [(args, out) for args, out in recorder.calls
+          if args[0].shape[:2] == (config.horizon, size)]
+
+
+def numpy_lambda_return(reward, value, gamma, lambda_):
+  """The λ-return by its recursion: reward[:-1], bootstrap value[-1]."""
+  horizon = len(reward)
+  returns = np.zeros_like(reward[:-1])
+  last = value[-1]
+  for t in reversed(range(horizon - 1)):
+    last = reward[t] + gamma * ((1 - lambda_) * value[t + 1] + lambda_ * last)
+    returns[t] = last
+  return returns
+
+
+@pytest.fixture(scope='module')
+def eager(tmp_path_factory):
+  """A small agent for eager steps: short horizon, batch and sequences."""
+  agent, config = make_agent(
+      tmp_path_factory.mktemp('eager'), free_nats=0.0, horizon=6,
+      batch_length=8, batch_size=3)
+  return agent, config, next(agent._dataset)
+
+
+class TestActorAndValueLosses:
+
+  @pytest.fixture(scope='class')
+  def step(self, eager):
+    agent, config, data = eager
+    saved = snapshot(agent)
+    metrics, rec = eager_step(agent, data, ('_reward', '_value'))
+    after = snapshot(agent)
+    restore(saved)
+    reward = imagined_calls(rec['_reward'], config)
+    value = imagined_calls(rec['_value'], config)
+    return dict(metrics=metrics, reward=reward, value=value, saved=saved,
+                after=after, agent=agent, config=config)
+
+  def _returns_and_weights(self, step):
+    config = step['config']
+    reward = step['reward'][0][1].mode().numpy()
+    value = step['value'][0][1].mode().numpy()
+    returns = numpy_lambda_return(
+        reward, value, config.discount, config.disclam)
+    # cumprod([1, γ_0 … γ_{H-3}]): one weight per return, H - 1 of them.
+    weights = config.discount ** np.arange(config.horizon - 1)[:, None]
+    return returns, weights, value
+
+  def test_heads_see_the_imagined_trajectory_once_each(self, step):
+    # Reward once (actor loss); value twice (actor loss, value loss).
+    assert len(step['reward']) == 1
+    assert len(step['value']) == 2
+
+  def test_actor_loss_is_the_discounted_lambda_return(self, step):
+    returns, weights, _ = self._returns_and_weights(step)
+    expected = -np.mean(weights * returns)
+    assert step['metrics']['actor_loss'] == pytest.approx(expected, rel=1e-5)
+    # Tells the pieces apart: no weights, reward[1:], or value[:-1] as the
+    # bootstrap would each give another value.
+    assert not np.isclose(-np.mean(returns), expected, rtol=1e-3)
+
+  def test_value_loss_regresses_the_returns(self, step):
+    returns, weights, value = self._returns_and_weights(step)
+    logprob = -0.5 * (value[:-1] - returns) ** 2 - 0.5 * np.log(2 * np.pi)
+    expected = -np.mean(weights * logprob)
+    assert step['metrics']['value_loss'] == pytest.approx(expected, rel=1e-5)
+
+  def test_value_target_is_not_differentiated(self, step):
+    agent = step['agent']
+    returns, weights, _ = self._returns_and_weights(step)
+    feat = step['value'][1][0][0]
+    current = snapshot(agent)
+    restore(step['saved'])
+    try:
+      with tf.GradientTape() as tape:
+        pred = agent._value(feat).mode()[:-1]
+        # The target as a constant: only the prediction carries gradients.
+        loss = -tf.reduce_mean(weights * (
+            -0.5 * (pred - returns) ** 2 - 0.5 * np.log(2 * np.pi)))
+      grads = tape.gradient(loss, agent._value.variables)
+      norm = float(tf.linalg.global_norm(grads))
+    finally:
+      restore(current)
+    assert step['metrics']['value_grad_norm'] == pytest.approx(norm, rel=1e-4)
+
+  def test_actor_gradient_flows_through_the_dynamics(self, step):
+    # The actor sees only stopped features; its loss reaches it only through
+    # the actions fed to the dynamics.
+    assert step['metrics']['actor_grad_norm'] > 0
+
+
+class TestOptimizersStayApart:
+
+  @pytest.mark.parametrize('only', ['model', 'actor', 'value'])
+  def test_each_loss_moves_only_its_own_variables(self, eager, only):
+    agent, config, data = eager
+    saved = snapshot(agent)
+    optimizers = dict(
+        model=agent._model_opt, actor=agent._actor_opt,
+        value=agent._value_opt)
+    rates = {k: o._opt.learning_rate.numpy() for k, o in optimizers.items()}
+    try:
+      for name, optimizer in optimizers.items():
+        optimizer._opt.learning_rate.assign(1e-3 if name == only else 0.0)
+      before = {k: [v.numpy().copy() for v in vs]
+                for k, vs in optimizer_variables(agent).items()}
+      eager_step(agent, data)
+      for name, variables in optimizer_variables(agent).items():
+        moved = any(not np.array_equal(v.numpy(), b)
+                    for v, b in zip(variables, before[name]))
+        assert moved == (name == only), name
+    finally:
+      restore(saved)
+      for name, optimizer in optimizers.items():
+        optimizer._opt.learning_rate.assign(rates[name])
+
+
+class TestFreeNats:
+  """div = max(mean KL over batch and time, free_nats), not the reverse."""
+
+  @pytest.mark.parametrize('side', ['mean_above', 'mean_below'])
+  def test_reduction_order(self, eager, monkeypatch, side):
+    agent, config, data = eager
+    saved = snapshot(agent)
+    kl_divergence = tfd.kl_divergence
+    seen = {}
+
+    def record_and_set_bound(*args, **kwargs):
+      # Eagerly, free_nats is read after the KL is known: a bound with
+      # per-step KLs on both sides of it, and the mean on the side under test.
+      kl = kl_divergence(*args, **kwargs)
+      values = kl.numpy()
+      if side == 'mean_above':
+        bound = np.percentile(values, 25)
+      else:
+        bound = 0.5 * (values.mean() + values.max())
+      config['free_nats'] = float(bound)
+      seen.update(kl=values, bound=float(bound))
+      return kl
+
+    monkeypatch.setitem(config, 'free_nats', 0.0)
+    monkeypatch.setattr(tfd, 'kl_divergence', record_and_set_bound)
+    try:
+      metrics, _ = eager_step(agent, data)
+    finally:
+      restore(saved)
+    kl, bound = seen['kl'], seen['bound']
+    assert kl.min() < bound < kl.max()
+    assert (kl.mean() > bound) == (side == 'mean_above')
+    expected = max(kl.mean(), bound)
+    assert metrics['div'] == pytest.approx(expected, rel=1e-5)
+    # The other order would give a clearly different value.
+    assert not np.isclose(np.maximum(kl, bound).mean(), expected, rtol=1e-3)
+
+
+class TestImagineAhead:
+
+  def _post(self, agent, config, batch=3, length=5):
+    embed = agent._encode({'image': tf.zeros((batch, length, 64, 64, 3))})
+    action = tf.random.uniform((batch, length, 2), -1, 1)
+    return agent._dynamics.observe(embed, action)[0]
+
+  def test_starts_from_every_posterior(self, eager):
+    agent, config, _ = eager
+    post = self._post(agent, config)
+    feat = agent._imagine_ahead(post)
+    # [horizon, batch x length, stoch + deter]: the start states themselves
+    # are not among the imagined features.
+    assert feat.shape == (config.horizon, 3 * 5, 8 + 32)
+    start = tf.reshape(agent._dynamics.get_feat(post), (15, -1))
+    assert not np.any(np.all(np.isclose(feat[0], start), -1))
+
+  def test_last_step_dropped_with_pcont(self, eager, monkeypatch):
+    agent, config, _ = eager
+    post = self._post(agent, config)
+    monkeypatch.setitem(config, 'pcont', True)
+    feat = agent._imagine_ahead(post)
+    assert feat.shape == (config.horizon, 3 * 4, 8 + 32)
+
+  def test_actor_input_is_stopped(self, eager):
+    agent, config, _ = eager
+    post = self._post(agent, config)
+    actor = agent._actor
+    agent._actor = Recorder(actor)
+    try:
+      with tf.GradientTape(persistent=True) as tape:
+        tape.watch(post['stoch'])
+        feat = agent._imagine_ahead(post)
+      inputs = [args[0] for args, _ in agent._actor.calls]
+    finally:
+      agent._actor = actor
+    assert len(inputs) == config.horizon
+    for x in inputs:
+      grad = tape.gradient(x, post['stoch'])
+      assert grad is None or not np.any(grad.numpy())
+    # The dynamics path itself is differentiable.
+    assert np.any(tape.gradient(feat, post['stoch']).numpy())
