@@ -39,6 +39,7 @@ def define_config():
   config.log_images = True
   config.gpu_growth = True
   config.precision = 16
+  config.deterministic = False
   # Environment.
   config.task = 'dmc_walker_walk'
   config.envs = 1
@@ -406,7 +407,7 @@ class Dreamer(tools.Module):
 
   def _write_summaries(self):
     step = int(self._step.numpy())
-    metrics = [(k, float(v.result())) for k, v in self._metrics.items()]
+    metrics = [(k, float(v.result())) for k, v in logged(self._metrics)]
     if self._last_log is not None:
       duration = time.time() - self._last_time
       self._last_time += duration
@@ -427,6 +428,14 @@ class Dreamer(tools.Module):
             f'The {name} loss became {float(value)} at step {step}. The run '
             'stopped without saving, so the last checkpoint is the last good '
             'one. Lower the learning rates or check the data.')
+
+
+def logged(metrics):
+  # The original's metrics were a defaultdict that created a metric on its
+  # first update, so only those updated (and `expl_amount`, created up front)
+  # were written; with --log_scalars False that is `expl_amount` alone.
+  return [(k, m) for k, m in metrics.items()
+          if k == 'expl_amount' or m.count.numpy() > 0]
 
 
 class NonFiniteLoss(Exception):
@@ -571,9 +580,13 @@ def cpu_policy_for_16():
   return 'mixed_bfloat16' if flags & native else 'float32'
 
 
-def set_seed(seed):
-  np.random.seed(seed)
-  tf.random.set_seed(seed)
+def set_seed(seed, deterministic=False):
+  # Python's, NumPy's and TensorFlow's generators (Keras draws from Python's).
+  tf_keras.utils.set_random_seed(seed)
+  if deterministic:
+    # Same seed, same run: TensorFlow picks deterministic kernels and refuses
+    # ops that have none (docs/benchmarks.md has the cost).
+    tf.config.experimental.enable_op_determinism()
 
 
 def save_checkpoint(manager, step):
@@ -652,7 +665,7 @@ def main(config):
       tf.config.experimental.set_memory_growth(gpu, True)
   policy = set_precision(config)
   print(f'Precision policy: {policy}.')
-  set_seed(config.seed)
+  set_seed(config.seed, config.deterministic)
   config.steps = int(config.steps)
   config.logdir.mkdir(parents=True, exist_ok=True)
   print('Logdir', config.logdir)
@@ -676,6 +689,7 @@ def main(config):
       config, writer, 'test', datadir, False, config.seed + 1000 + i)
       for i in range(config.envs)]
   actspace = train_envs[0].action_space
+  actspace.seed(config.seed)  # The random prefill actions, too.
   agent = manager = None
   try:
     # Prefill dataset with random episodes.
@@ -687,6 +701,7 @@ def main(config):
         random_agent, 'prefill', step, config.prefill, config.action_repeat)
     tools.simulate(
         random_agent, train_envs, prefill / config.action_repeat, stop=stop)
+    ensure_one_episode(random_agent, train_envs, datadir, stop)
     writer.flush()
 
     # Train and regularly evaluate the agent.
@@ -711,8 +726,8 @@ def main(config):
       print('Start collection.')
       steps = config.eval_every // config.action_repeat
       state = tools.simulate(collect, train_envs, steps, state=state, stop=stop)
-      step = agent._step.numpy().item()
-      save_checkpoint(manager, step)
+      step = count_steps(datadir, config)
+      save_checkpoint(manager, agent._step.numpy().item())
   except tools.Interrupted as e:
     if manager:
       save_checkpoint(manager, agent._step.numpy().item())
@@ -724,6 +739,15 @@ def main(config):
     for env in train_envs + test_envs:
       env.close()
   return 0
+
+
+def ensure_one_episode(random_agent, envs, datadir, stop):
+  # The replay needs an episode to build the agent (its first train step and
+  # the dataset's signature), also with --prefill 0 on an empty logdir.
+  if tools.count_episodes(datadir)[0] == 0:
+    print('The replay is empty: collecting one random episode to build the '
+          'agent on.')
+    tools.simulate(random_agent, envs, episodes=1, stop=stop)
 
 
 def write_config(config):
@@ -754,12 +778,15 @@ def validate(config):
           f'{", ".join(str(v) for v in valid)}.')
   positive = (
       'steps', 'eval_every', 'log_every', 'envs', 'action_repeat',
-      'time_limit', 'prefill', 'deter_size', 'stoch_size', 'num_units',
-      'cnn_depth', 'batch_size', 'batch_length', 'train_every', 'train_steps',
-      'pretrain', 'model_lr', 'value_lr', 'actor_lr', 'horizon')
+      'time_limit', 'deter_size', 'stoch_size', 'num_units', 'cnn_depth',
+      'batch_size', 'batch_length', 'train_every', 'train_steps', 'model_lr',
+      'value_lr', 'actor_lr', 'horizon')
   for key in positive:
     if not c[key] > 0:
       raise ConfigError(f'--{key} must be positive, got {c[key]}.')
+  for key in ('prefill', 'pretrain'):  # 0: no random episodes, no pretrain.
+    if not c[key] >= 0:
+      raise ConfigError(f'--{key} must be 0 or more, got {c[key]}.')
   episode = int(c['time_limit'] // c['action_repeat'])
   if c['batch_length'] > episode:
     raise ConfigError(
@@ -832,6 +859,9 @@ SECTIONS = dict(
 SECTIONS_HELP = dict(
     steps='environment frames (agent steps x action_repeat)',
     precision='16: mixed float16 on GPU (see README for CPU); 32: float32',
+    deterministic=(
+        "TensorFlow's op determinism: the same command and seed give the "
+        'same run'),
     parallel='none, thread or process', clip_rewards='none or tanh',
     action_dist='tanh_normal or onehot',
     expl='additive_gaussian, completely_random or epsilon_greedy',

@@ -208,9 +208,7 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
   cache = {}
   broken = set()
   while True:
-    for filename in directory.glob('*.npz'):
-      if filename in cache or filename in broken:
-        continue
+    for filename in new_files(directory, cache, broken):
       try:
         with filename.open('rb') as f:
           episode = np.load(f)
@@ -239,6 +237,20 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
           index = int(random.randint(0, available))
         episode = {k: v[index: index + length] for k, v in episode.items()}
       yield episode
+
+
+def new_files(directory, *known):
+  # In the order they were written, not the directory's, so that the same
+  # seed samples the same chunks in every run.
+  paths = [p for p in directory.glob('*.npz') if not any(p in k for k in known)]
+  return sorted(paths, key=lambda p: (_mtime(p), p.name))
+
+
+def _mtime(path):
+  try:
+    return path.stat().st_mtime_ns
+  except OSError:  # Gone since the listing; loading it will report that.
+    return 0
 
 
 class SampleDist:

@@ -52,6 +52,8 @@ def worker(spec):
   import tensorflow as tf
   import tf_keras
   tf_keras.mixed_precision.set_global_policy(spec['policy'])
+  if spec.get('deterministic'):
+    tf.config.experimental.enable_op_determinism()
   np.random.seed(spec['seed'])
   tf.random.set_seed(spec['seed'])
   import dreamer
@@ -195,6 +197,7 @@ def run_group(label, policies, config, args, tmp, steps, build_timeout,
   for policy in policies:
     spec = dict(
         policy=policy, seed=args.seed, config=config,
+        deterministic=args.deterministic,
         datadir=str(tmp / 'episodes'), logdir=str(tmp / f'{label}-{policy}'))
     log = tmp / f'{label}-{policy}.log'
     print(f'[{label}] building {policy} ...', flush=True)
@@ -343,6 +346,8 @@ def main():
                       help='other define_config() flags for both phases, '
                       'e.g. --set cnn_depth=16 num_units=200 (network sizes '
                       'of a CPU preset)')
+  parser.add_argument('--deterministic', action='store_true',
+                      help="TensorFlow's op determinism, as --deterministic")
   parser.add_argument('--skip_speed', action='store_true')
   parser.add_argument('--episodes', type=int, default=5)
   parser.add_argument('--episode_length', type=int, default=501)

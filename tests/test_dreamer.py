@@ -1,3 +1,4 @@
+import json
 import os
 import pathlib
 import subprocess
@@ -356,6 +357,9 @@ class TestCommandLine:
       (['--batch_length', '600'], 'longer than an episode can be'),
       (['--task', 'dmc_walker_fly'], 'walker_walk'),
       (['--task', 'gym_cartpole'], 'Unknown suite "gym"'),
+      (['--prefill', '-1'], '--prefill must be 0 or more'),
+      (['--pretrain', '-5'], '--pretrain must be 0 or more'),
+      (['--rssm_noise', 'none'], 'choose one of: shared, independent'),
   ])
   def test_bad_input_is_refused(self, flags, message, tmp_path):
     config = dreamer.parse_args(flags + ['--logdir', str(tmp_path / 'x')])
@@ -660,3 +664,141 @@ class TestImagineAhead:
       assert grad is None or not np.any(grad.numpy())
     # The dynamics path itself is differentiable.
     assert np.any(tape.gradient(feat, post['stoch']).numpy())
+
+
+class TestZeroPrefillAndPretrain:
+
+  @pytest.mark.parametrize('flag', ['--prefill', '--pretrain'])
+  def test_zero_is_accepted(self, flag, tmp_path):
+    config = dreamer.parse_args(
+        ['--logdir', str(tmp_path), '--task', 'dmc_cartpole_balance', flag,
+         '0'])
+    dreamer.validate(config)  # Raises on a refused value.
+    assert getattr(config, flag[2:]) == 0
+
+
+class TestSchedule:
+  """Pretrain once, then train_steps every train_every frames; log_every."""
+
+  @pytest.fixture(scope='class')
+  def built(self, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp('schedule')
+    agent, config = make_agent(
+        logdir, pretrain=3, train_steps=2, train_every=100, log_every=300)
+    prefix = str(logdir / 'ckpt')
+    agent.checkpoint().write(prefix)
+    return agent, config, logdir, prefix
+
+  @staticmethod
+  def drive(agent, calls, monkeypatch):
+    """Acting steps of one env; returns (step, updates, logged) per call."""
+    updates, logs = [], []
+    train = agent.train
+    monkeypatch.setattr(agent, 'train', lambda data: (
+        updates.append(1), train(data))[1])
+    monkeypatch.setattr(agent, '_write_summaries', lambda: logs.append(1))
+    obs = {'image': np.zeros((1, 64, 64, 3), np.uint8), 'reward': np.zeros(1)}
+    trace, state = [], None
+    for _ in range(calls):
+      step = int(agent._step.numpy())
+      _, state = agent(obs, np.array([state is None]), state)
+      trace.append((step, len(updates), len(logs)))
+    return trace
+
+  def test_pretrain_then_every_train_every_frames(self, built, monkeypatch):
+    agent, config, _, _ = built
+    trace = self.drive(agent, 160, monkeypatch)  # 2 frames a call.
+    start = trace[0][0]
+    assert trace[0][1:] == (3, 1)  # Pretrain and a log in the first call.
+    for step, updates, logs in trace:
+      phases = (step - start) // config.train_every
+      assert updates == 3 + 2 * phases, (step, updates)
+      assert logs == 1 + (step - start) // config.log_every, (step, logs)
+
+  def test_no_pretrain_after_a_restore(self, built, tmp_path, monkeypatch):
+    _, config, logdir, prefix = built
+    agent, _ = make_agent(
+        tmp_path, pretrain=3, train_steps=2, train_every=100, log_every=300)
+    agent.restore(prefix, tmp_path / 'episodes')
+    trace = self.drive(agent, 1, monkeypatch)
+    assert trace[0][1] == config.train_steps
+
+
+class TestLoadDataset:
+
+  def test_wiring(self, tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, train_steps=3, batch_size=4,
+                         batch_length=5, seed=7, dataset_balance=True)
+    write_episodes(tmp_path / 'episodes', 2, count=5, length=11)
+    calls = []
+    load = tools.load_episodes
+
+    def spy(*args, **kwargs):
+      calls.append(args)
+      return load(*args, **kwargs)
+
+    monkeypatch.setattr(tools, 'load_episodes', spy)
+    dataset = dreamer.load_dataset(tmp_path / 'episodes', config)
+    # Every batch is whole: the remainder is dropped, so shapes are static.
+    assert dataset.element_spec['image'].shape[:2] == (4, None)
+    batch = next(iter(dataset))
+    assert batch['image'].shape == (4, 5, 64, 64, 3)
+    # The replay rescans the folder every train_steps chunks, with the seed.
+    assert calls[-1] == (
+        tmp_path / 'episodes', 3, 5, True, 7)
+
+  def test_same_seed_same_chunks(self, tmp_path):
+    write_episodes(tmp_path / 'episodes', 2, count=5, length=11)
+
+    def take(seed):
+      config = tiny_config(tmp_path, seed=seed, batch_size=2, batch_length=4)
+      dataset = dreamer.load_dataset(tmp_path / 'episodes', config)
+      return np.stack([b['action'].numpy() for b, _ in zip(dataset, range(6))])
+
+    np.testing.assert_array_equal(take(1), take(1))
+    assert not np.array_equal(take(1), take(2))
+
+
+class TestEvaluationNoise:
+
+  def test_no_noise_and_no_expl_metric_in_evaluation(self, continuous):
+    agent, config = continuous
+    amount = agent._metrics['expl_amount']
+    amount.reset_state()
+    action = tf.fill((500, 2), 0.5)
+    out = agent._exploration(action, False)
+    np.testing.assert_array_equal(out.numpy(), action.numpy())
+    assert float(amount.count.numpy()) == 0
+
+  def test_eval_noise(self, continuous, monkeypatch):
+    agent, config = continuous
+    monkeypatch.setitem(config, 'eval_noise', 0.1)
+    amount = agent._metrics['expl_amount']
+    amount.reset_state()
+    out = agent._exploration(tf.zeros((4000, 2)), False).numpy()
+    assert 0.09 < np.std(out) < 0.11  # Normal(0, 0.1), not expl_amount 0.3.
+    assert float(amount.count.numpy()) == 0
+
+  def test_completely_random(self, continuous, monkeypatch):
+    agent, config = continuous
+    monkeypatch.setitem(config, 'expl', 'completely_random')
+    out = agent._exploration(tf.fill((4000, 2), 0.9), True).numpy()
+    assert np.all(np.abs(out) <= 1)
+    # Uniform on [-1, 1] whatever the policy chose: mean 0, std 1/sqrt(3).
+    assert abs(out.mean()) < 0.05
+    assert abs(out.std() - 3 ** -0.5) < 0.03
+
+
+class TestLogScalars:
+
+  def test_off_logs_what_the_original_logs(self, tmp_path):
+    agent, config = make_agent(tmp_path, log_scalars=False)
+    for _ in range(2):
+      agent._should_log._last = None  # Due now.
+      agent._should_train._last = None
+      agent({'image': np.zeros((1, 64, 64, 3), np.uint8),
+             'reward': np.zeros(1)}, np.array([True]))
+    lines = [json.loads(l) for l in
+             (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert lines and all(
+        set(line) <= {'step', 'expl_amount', 'fps'} for line in lines)

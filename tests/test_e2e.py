@@ -237,3 +237,57 @@ class TestPlotting:
     task, frames, ret, _, _, runs = rows[0]
     assert int(frames) == last['step'] and runs == '1'
     assert abs(float(ret) - last['test/return']) <= 0.05
+
+
+@pytest.fixture(scope='module')
+def twins(tmp_path_factory):
+  """The same short command with --deterministic twice, in two logdirs."""
+  root = tmp_path_factory.mktemp('twins')
+  results = []
+  for name in ('a', 'b'):
+    logdir = root / name
+    code, output = run(
+        '--preset', 'tiny', '--task', 'dmc_cartpole_balance', '--seed', '3',
+        '--deterministic', 'True', '--steps', '1500', '--prefill', '500',
+        '--eval_every', '500', '--log_every', '500', '--train_every', '500',
+        '--logdir', str(logdir))
+    assert code == 0, output[-3000:]
+    results.append(logdir)
+  return results
+
+
+def episode_contents(logdir):
+  # File names hold the wall-clock time and a random id; contents must match.
+  contents = []
+  for path in (logdir / 'episodes').glob('*.npz'):
+    with np.load(path) as episode:
+      contents.append({k: episode[k] for k in episode.keys()})
+  return sorted(contents, key=lambda e: e['image'].tobytes())
+
+
+class TestDeterministic:
+
+  def test_same_metrics(self, twins):
+    strip = lambda m: {k: v for k, v in m.items() if k != 'fps'}
+    first, second = [[strip(m) for m in read_metrics(d)] for d in twins]
+    assert any('model_loss' in m for m in first)
+    assert first == second
+
+  def test_same_episodes(self, twins):
+    first, second = [episode_contents(d) for d in twins]
+    assert len(first) == len(second) >= 2
+    for a, b in zip(first, second):
+      assert a.keys() == b.keys()
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+  def test_same_checkpoints(self, twins):
+    first, second = [
+        tf.train.load_checkpoint(tf.train.latest_checkpoint(
+            str(d / 'checkpoints'))) for d in twins]
+    names = first.get_variable_to_shape_map()
+    assert names == second.get_variable_to_shape_map()
+    for name in names:
+      if name.endswith('.ATTRIBUTES/VARIABLE_VALUE'):
+        np.testing.assert_array_equal(
+            first.get_tensor(name), second.get_tensor(name), err_msg=name)
