@@ -161,6 +161,7 @@ class Dreamer(tools.Module):
       n = self._c.pretrain if self._should_pretrain() else self._c.train_steps
       print(f'Training for {n} steps.')
       losses = []
+      progress = tools.PhaseProgress(n)
       try:
         with self._strategy.scope():  # Outside it, train() would retrace.
           for train_step in range(n):
@@ -169,6 +170,7 @@ class Dreamer(tools.Module):
             data = next(self._dataset)
             losses.append(self.train(data))
             self.updates += 1
+            progress(train_step + 1)
             if self._c.log_images and log and train_step == 0:
               self._write_openl(data)
       finally:

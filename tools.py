@@ -543,6 +543,28 @@ class Progress:
     self._last = (now, self._frames, updates)
 
 
+class PhaseProgress:
+  """Status lines within a long training phase: updates, s/update, ETA."""
+
+  def __init__(self, total, every=30, clock=time.time, out=sys.stdout):
+    self._total = total
+    self._every = every
+    self._clock = clock
+    self._out = out
+    self._begin = self._last = clock()
+
+  def __call__(self, done):
+    now = self._clock()
+    if now - self._last < self._every or done >= self._total:
+      return
+    per = (now - self._begin) / max(done, 1)
+    print(
+        f'[training] updates {done}/{self._total} | {per:.2f} s/update | '
+        f'ETA {format_duration(per * (self._total - done))}',
+        file=self._out, flush=True)
+    self._last = now
+
+
 def format_duration(seconds):
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)

@@ -499,6 +499,30 @@ class TestProgress:
     assert 'ETA 0:32:48' in line
 
 
+class TestPhaseProgress:
+
+  def test_prints_updates_rate_and_eta_at_most_every_interval(self):
+    now = [0.0]
+    out = io.StringIO()
+    progress = tools.PhaseProgress(
+        100, every=30, clock=lambda: now[0], out=out)
+    for done in range(1, 101):
+      now[0] = 8.0 * done  # 8 s per update.
+      progress(done)
+    lines = out.getvalue().splitlines()
+    # One line per 30 s (every 4 updates), none for the finished phase.
+    assert len(lines) == 24
+    assert lines[0] == '[training] updates 4/100 | 8.00 s/update | ETA 0:12:48'
+    assert lines[-1].startswith('[training] updates 96/100 ')
+
+  def test_silent_in_a_short_phase(self):
+    out = io.StringIO()
+    progress = tools.PhaseProgress(5, every=30, clock=lambda: 0.0, out=out)
+    for done in range(1, 6):
+      progress(done)
+    assert out.getvalue() == ''
+
+
 class TestGracefulStop:
 
   @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
