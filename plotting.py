@@ -10,6 +10,7 @@ latest test return with the paper's at the same number of frames is printed.
 Usage:
 
   python plotting.py --indir logs/ --outdir plots/
+  python plotting.py --indir logs/ --outdir plots/ --verify
   python plotting.py --indir logs/run1 logs/run2 --outdir plots/ \
       --scores scores/
 
@@ -214,14 +215,7 @@ def load_reference(scores_dir):
   curves_path = scores_dir / 'dreamer.json'
   if not curves_path.exists():
     raise PlotError(f'no dreamer.json in the scores directory {scores_dir}')
-  curves = collections.defaultdict(list)
-  try:
-    for record in _read_json(curves_path):
-      xs = np.asarray(record['xs'], dtype=np.float64)
-      ys = np.asarray(record['ys'], dtype=np.float64)
-      curves[record['task']].append((xs, ys))
-  except (KeyError, TypeError, ValueError) as e:
-    raise PlotError(f'unexpected record in {curves_path}: {e!r}') from e
+  curves = read_curves(curves_path)
   baselines_path = scores_dir / 'baselines.json'
   baselines = {}
   if baselines_path.exists():
@@ -229,6 +223,19 @@ def load_reference(scores_dir):
   else:
     warn(f'no baselines.json in {scores_dir}; plotting without baselines')
   return Reference(dict(curves), baselines)
+
+
+def read_curves(path):
+  """Reads a file in dreamer.json's format: {task: [(xs, ys), ...]}."""
+  curves = collections.defaultdict(list)
+  try:
+    for record in _read_json(path):
+      xs = np.asarray(record['xs'], dtype=np.float64)
+      ys = np.asarray(record['ys'], dtype=np.float64)
+      curves[record['task']].append((xs, ys))
+  except (KeyError, TypeError, ValueError) as e:
+    raise PlotError(f'unexpected record in {path}: {e!r}') from e
+  return dict(curves)
 
 
 def _read_json(path):
@@ -440,6 +447,104 @@ def _cell(value, column):
   return str(value)
 
 
+# Verifying runs against the paper (or another reference).
+
+
+def nearest_return(run, frames):
+  """The run's test return of the evaluation nearest `frames`, or None.
+
+  None when the run does not reach `frames`: its nearest evaluation is more
+  than half its evaluation interval away.
+  """
+  index = int(np.argmin(np.abs(run.steps - frames)))
+  gaps = np.diff(run.steps)
+  tolerance = 0.5 * float(np.median(gaps)) if len(gaps) else 0.0
+  if abs(run.steps[index] - frames) > tolerance:
+    return None
+  return float(run.returns[index])
+
+
+def verify_task(task, runs, curves):
+  """Compares our runs with the reference's seeds at each point reached."""
+  paper = paper_curve(Reference(curves, {}), task)
+  if paper is None:
+    return {'task': task, 'points': [], 'verdict': 'no reference'}
+  points = []
+  for frames, mean, low, high in zip(*paper):
+    returns = [nearest_return(run, frames) for run in runs]
+    returns = [r for r in returns if r is not None]
+    if not returns:
+      continue
+    ours = float(np.mean(returns))
+    verdict = 'below' if ours < low else 'above' if ours > high else 'within'
+    points.append({
+        'frames': float(frames), 'verdict': verdict,
+        'ours': {'mean': ours, 'min': min(returns), 'max': max(returns),
+                 'runs': len(returns), 'returns': returns},
+        'reference': {'mean': float(mean), 'min': float(low),
+                      'max': float(high)}})
+  # The verdict of a task is the one at the last point its runs reach.
+  verdict = points[-1]['verdict'] if points else 'not reached'
+  return {'task': task, 'points': points, 'verdict': verdict}
+
+
+def verify_markdown(results, reference_path):
+  lines = [
+      f'# Test returns against {reference_path}', '',
+      'Ours: mean and min–max over runs of the test return at the evaluation '
+      'nearest each point. Verdict: where our mean lies against the '
+      "reference's min–max band.", '',
+      '| task | frames | ours mean | ours min–max | runs | reference mean | '
+      'reference min–max | verdict |',
+      '|---|---:|---:|---:|---:|---:|---:|---|']
+  for result in results:
+    if not result['points']:
+      lines.append(f'| {result["task"]} | – | | | | | | '
+                   f'{result["verdict"]} |')
+    for point in result['points']:
+      ours, ref = point['ours'], point['reference']
+      lines.append(
+          f'| {result["task"]} | {format_frames(point["frames"])} | '
+          f'{ours["mean"]:.1f} | {ours["min"]:.1f}–{ours["max"]:.1f} | '
+          f'{ours["runs"]} | {ref["mean"]:.1f} | '
+          f'{ref["min"]:.1f}–{ref["max"]:.1f} | {point["verdict"]} |')
+  lines += ['', 'Per task, at the last point its runs reach:', '']
+  lines += [f'- {r["task"]}: **{r["verdict"]}**' for r in results]
+  return '\n'.join(lines) + '\n'
+
+
+def verify(runs, reference_path, outdir):
+  """Writes verify.md and verify.json; returns the exit status."""
+  curves = read_curves(reference_path)
+  results = [verify_task(task, task_runs, curves)
+             for task, task_runs in runs.items()]
+  markdown = verify_markdown(results, reference_path)
+  failed = [r['task'] for r in results if r['verdict'] == 'below']
+  report = {'reference': str(reference_path), 'tasks': results,
+            'below': failed, 'passed': not failed}
+  (outdir / 'verify.md').write_text(markdown, encoding='utf-8')
+  (outdir / 'verify.json').write_text(
+      json.dumps(report, indent=2) + '\n', encoding='utf-8')
+  print(markdown)
+  print(f'Wrote {outdir / "verify.md"} and {outdir / "verify.json"}')
+  if failed:
+    print(f'Below the reference at the last point reached: '
+          f'{", ".join(failed)}')
+  return 1 if failed else 0
+
+
+def export(runs, path):
+  """Writes our runs' test returns in dreamer.json's format."""
+  records = [
+      {'task': task, 'method': 'ours', 'seed': str(run.seed),
+       'xs': [float(x) for x in run.steps],
+       'ys': [float(y) for y in run.returns]}
+      for task, task_runs in runs.items() for run in task_runs]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(records) + '\n', encoding='utf-8')
+  print(f'Wrote {path}')
+
+
 # Command line.
 
 
@@ -459,6 +564,20 @@ def parse_args(argv):
   parser.add_argument(
       '--scores', type=pathlib.Path, default=DEFAULT_SCORES,
       help='directory with dreamer.json and baselines.json')
+  parser.add_argument(
+      '--verify', action='store_true',
+      help="compare the test returns with the reference's seeds at each of "
+      'its evaluation points that the runs reach; write verify.md and '
+      'verify.json to --outdir; exit 1 if a task is below the band at the '
+      'last point its runs reach')
+  parser.add_argument(
+      '--reference', type=pathlib.Path, default=None,
+      help="a file in dreamer.json's format to verify against (default: the "
+      "paper's, <scores>/dreamer.json)")
+  parser.add_argument(
+      '--export', type=pathlib.Path, default=None,
+      help="also write the runs' test returns to this file in dreamer.json's "
+      'format, for use as a --reference')
   return parser.parse_args(argv)
 
 
@@ -476,6 +595,12 @@ def main(argv=None):
     print()
     for task, task_runs in runs.items():
       print(f'Wrote {plot_task(task, task_runs, reference, outdir)}')
+    if args.export:
+      export(runs, args.export.expanduser())
+    if args.verify:
+      print()
+      reference_path = args.reference or args.scores / 'dreamer.json'
+      return verify(runs, reference_path.expanduser(), outdir)
   except (PlotError, OSError) as e:
     print(f'plotting.py: error: {e}', file=sys.stderr)
     return 1

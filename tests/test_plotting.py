@@ -255,3 +255,125 @@ def test_script_errors_without_traceback(tmp_path):
   assert result.returncode == 1
   assert 'no such directory' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+# --verify: our runs against a reference's seeds at its evaluation points.
+
+
+def write_reference(path, seeds):
+  """A file in dreamer.json's format: {task: [ys per seed]} on 5k/105k/205k."""
+  records = [{'task': task, 'method': 'dreamer', 'seed': str(i),
+              'xs': [5000.0, 105000.0, 205000.0][:len(ys)], 'ys': ys}
+             for task, rows in seeds.items() for i, ys in enumerate(rows)]
+  path.write_text(json.dumps(records))
+  return path
+
+
+# Bands: 5k [0, 20], 105k [100, 300], 205k [500, 700].
+BANDS = {'dmc_walker_walk': [[0.0, 100.0, 500.0], [20.0, 300.0, 700.0]]}
+
+
+def verify(capsys, tmp_path, logs_root, reference):
+  outdir = tmp_path / 'verify'
+  code, out, err = run_main(
+      capsys, '--indir', logs_root, '--outdir', outdir, '--verify',
+      '--reference', reference)
+  report = json.loads((outdir / 'verify.json').read_text())
+  return code, out, report, (outdir / 'verify.md').read_text()
+
+
+def test_verify_within_at_every_point_reached(tmp_path, capsys):
+  root = tmp_path / 'logs'
+  make_run(root / 'a', walker_returns(2.0), 'dmc_walker_walk', 0)
+  make_run(root / 'b', walker_returns(3.0), 'dmc_walker_walk', 1)
+  reference = write_reference(tmp_path / 'ref.json', BANDS)
+  code, out, report, markdown = verify(capsys, tmp_path, root, reference)
+  assert code == 0
+  (task,) = report['tasks']
+  assert [p['frames'] for p in task['points']] == [5000, 105000, 205000]
+  # Seeds at 2 and 3 x frames / 1000: 10 and 15 at 5k, 210 and 315 at 105k.
+  first, second, third = task['points']
+  assert first['ours'] == {'mean': 12.5, 'min': 10.0, 'max': 15.0, 'runs': 2,
+                           'returns': [10.0, 15.0]}
+  assert first['reference'] == {'mean': 10.0, 'min': 0.0, 'max': 20.0}
+  assert second['ours']['mean'] == 262.5
+  assert third['ours']['mean'] == 512.5
+  assert [p['verdict'] for p in task['points']] == ['within'] * 3
+  assert report['passed'] and task['verdict'] == 'within'
+  assert '| dmc_walker_walk | 105k | 262.5 | 210.0–315.0 | 2 | 200.0 | ' \
+         '100.0–300.0 | within |' in markdown
+  assert '- dmc_walker_walk: **within**' in markdown
+
+
+def test_verify_below_at_the_last_point_fails(tmp_path, capsys):
+  root = tmp_path / 'logs'
+  make_run(root / 'a', walker_returns(1.0), 'dmc_walker_walk', 0)
+  reference = write_reference(tmp_path / 'ref.json', BANDS)
+  code, out, report, _ = verify(capsys, tmp_path, root, reference)
+  verdicts = [p['verdict'] for p in report['tasks'][0]['points']]
+  # 5 at 5k (within), 105 at 105k (within), 205 at 205k (below 500).
+  assert verdicts == ['within', 'within', 'below']
+  assert code == 1 and report['below'] == ['dmc_walker_walk']
+  assert 'Below the reference at the last point reached: dmc_walker_walk' in out
+
+
+def test_verify_judges_the_last_point_reached_only(tmp_path, capsys):
+  root = tmp_path / 'logs'
+  # Below at 5k, within at 105k, and stops before 205k.
+  returns = {s: 2.0 * s / 1000 for s in range(5000, 105001, 10000)}
+  returns[5000] = -50.0
+  make_run(root / 'a', returns, 'dmc_walker_walk', 0)
+  reference = write_reference(tmp_path / 'ref.json', BANDS)
+  code, _, report, _ = verify(capsys, tmp_path, root, reference)
+  points = report['tasks'][0]['points']
+  assert [p['verdict'] for p in points] == ['below', 'within']
+  assert code == 0
+
+
+def test_verify_uses_the_nearest_evaluation(tmp_path, capsys):
+  root = tmp_path / 'logs'
+  # Evaluations every 10k frames from 1k: 101k is nearest to 105k; nothing
+  # within half an interval of 205k.
+  make_run(root / 'a', {s: s / 1000 for s in range(1000, 191001, 10000)},
+           'dmc_walker_walk', 0)
+  reference = write_reference(tmp_path / 'ref.json', BANDS)
+  _, _, report, _ = verify(capsys, tmp_path, root, reference)
+  points = report['tasks'][0]['points']
+  assert [(p['frames'], p['ours']['mean']) for p in points] == [
+      (5000, 1.0), (105000, 101.0)]
+
+
+def test_verify_task_without_reference(tmp_path, capsys):
+  root = tmp_path / 'logs'
+  make_run(root / 'pong', {10000: -20.0, 20000: -19.0}, 'atari_pong', 0)
+  reference = write_reference(tmp_path / 'ref.json', BANDS)
+  code, _, report, _ = verify(capsys, tmp_path, root, reference)
+  assert report['tasks'][0]['verdict'] == 'no reference'
+  assert code == 0
+
+
+def test_verify_against_the_paper_by_default(logs, tmp_path, capsys):
+  outdir = tmp_path / 'verify'
+  code, out, _ = run_main(
+      capsys, '--indir', logs, '--outdir', outdir, '--verify')
+  report = json.loads((outdir / 'verify.json').read_text())
+  assert report['reference'] == str(SCORES / 'dreamer.json')
+  walker = next(t for t in report['tasks'] if t['task'] == 'dmc_walker_walk')
+  assert [p['frames'] for p in walker['points']] == [5000, 105000, 205000]
+  # The paper at 105k: mean 137, and our 262.5 is above its band.
+  assert walker['points'][1]['reference']['mean'] == pytest.approx(137.2, 0.01)
+  assert walker['points'][1]['verdict'] == 'above'
+
+
+def test_export_round_trip_is_within(tmp_path, capsys):
+  root = tmp_path / 'logs'
+  make_run(root / 'a', walker_returns(2.0), 'dmc_walker_walk', 0)
+  make_run(root / 'b', walker_returns(3.0), 'dmc_walker_walk', 1)
+  exported = tmp_path / 'ours.json'
+  code, _, _ = run_main(capsys, '--indir', root, '--outdir', tmp_path / 'p',
+                        '--export', exported)
+  assert code == 0
+  code, _, report, _ = verify(capsys, tmp_path, root, exported)
+  points = report['tasks'][0]['points']
+  assert len(points) == 21  # Every evaluation of ours is a reference point.
+  assert all(p['verdict'] == 'within' for p in points) and code == 0
