@@ -568,13 +568,14 @@ def set_precision(config):
   return name
 
 
-def cpu_policy_for_16():
+def cpu_policy_for_16(cpuinfo='/proc/cpuinfo'):
   # Without a GPU, float16 math is emulated: 40x slower than float32 here (the
-  # original took minutes per update). bfloat16 took 0.57x float32's time per
-  # update and trained alike on a CPU with native bfloat16 instructions; on
-  # others it may be slower, so they keep float32 (docs/benchmarks.md).
+  # original took minutes per update). At the paper's sizes bfloat16 took
+  # 0.57x float32's time per update with AMX and 0.82x with AVX512_BF16 alone,
+  # and trained alike; on CPUs without either it may be slower, so they keep
+  # float32 (docs/benchmarks.md).
   try:
-    with open('/proc/cpuinfo') as f:
+    with open(cpuinfo) as f:
       flags = set(f.read().split())
   except OSError:
     return 'float32'
