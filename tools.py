@@ -506,14 +506,14 @@ class Progress:
 
   def __init__(
       self, agent, label, start, total, action_repeat, updates=lambda: 0,
-      every=30, clock=time.time, out=sys.stdout):
+      every=None, clock=time.time, out=None):
     self._agent = agent
     self._label = label
     self._frames = start
     self._total = total
     self._repeat = action_repeat
     self._updates = updates
-    self._every = every
+    self._every = status_every() if every is None else every
     self._clock = clock
     self._out = out
     self._begin = (clock(), start)
@@ -539,16 +539,16 @@ class Progress:
     print(
         f'[{self._label}] frames {self._frames}/{self._total} | '
         f'{fps:.1f} fps | {ups:.2f} updates/s | ETA {eta}',
-        file=self._out, flush=True)
+        file=self._out or sys.stdout, flush=True)
     self._last = (now, self._frames, updates)
 
 
 class PhaseProgress:
   """Status lines within a long training phase: updates, s/update, ETA."""
 
-  def __init__(self, total, every=30, clock=time.time, out=sys.stdout):
+  def __init__(self, total, every=None, clock=time.time, out=None):
     self._total = total
-    self._every = every
+    self._every = status_every() if every is None else every
     self._clock = clock
     self._out = out
     self._begin = self._last = clock()
@@ -561,8 +561,14 @@ class PhaseProgress:
     print(
         f'[training] updates {done}/{self._total} | {per:.2f} s/update | '
         f'ETA {format_duration(per * (self._total - done))}',
-        file=self._out, flush=True)
+        file=self._out or sys.stdout, flush=True)
     self._last = now
+
+
+def status_every():
+  # Seconds between status lines; DREAMER_STATUS_EVERY changes it (the
+  # end-to-end tests use 1 s, since their phases may be shorter than 30 s).
+  return float(os.environ.get('DREAMER_STATUS_EVERY', 30))
 
 
 def format_duration(seconds):

@@ -1,6 +1,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -705,9 +706,15 @@ class TestSchedule:
       trace.append((step, len(updates), len(logs)))
     return trace
 
-  def test_pretrain_then_every_train_every_frames(self, built, monkeypatch):
+  def test_pretrain_then_every_train_every_frames(
+      self, built, monkeypatch, capsys):
     agent, config, _, _ = built
+    monkeypatch.setenv('DREAMER_STATUS_EVERY', '0')  # A line every update.
     trace = self.drive(agent, 160, monkeypatch)  # 2 frames a call.
+    out = capsys.readouterr().out
+    assert re.search(r'^\[training\] updates 2/3 \| [\d.]+ s/update \| '
+                     r'ETA \d:\d\d:\d\d$', out, re.M), out
+    assert '[training] updates 1/2 ' in out
     start = trace[0][0]
     assert trace[0][1:] == (3, 1)  # Pretrain and a log in the first call.
     for step, updates, logs in trace:

@@ -33,7 +33,9 @@ def run(*flags, timeout=400):
   result = subprocess.run(
       [sys.executable, 'dreamer.py', *flags], cwd=ROOT, timeout=timeout,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+      env={**os.environ, 'PYTHONUNBUFFERED': '1',
+           # Status lines every second: these phases last under 30 s.
+           'DREAMER_STATUS_EVERY': '1'})
   return result.returncode, result.stdout
 
 
