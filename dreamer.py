@@ -14,6 +14,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Keras 2 layers, as TFP.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
+import console  # noqa: F401  Imports TensorFlow without its start-up noise.
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -471,13 +472,13 @@ def count_steps(datadir, config):
 
 
 def load_dataset(directory, config):
-  episode = next(tools.load_episodes(directory, 1))
+  episode = widen(next(tools.load_episodes(directory, 1)))
   signature = {
       k: tf.TensorSpec((None,) + v.shape[1:], v.dtype)
       for k, v in episode.items()}
-  generator = lambda: tools.load_episodes(
+  generator = lambda: map(widen, tools.load_episodes(
       directory, config.train_steps, config.batch_length,
-      config.dataset_balance, config.seed)
+      config.dataset_balance, config.seed))
   dataset = tf.data.Dataset.from_generator(
       generator, output_signature=signature)
   dataset = dataset.batch(config.batch_size, drop_remainder=True)
@@ -488,6 +489,14 @@ def load_dataset(directory, config):
   options = tf.data.Options()
   options.autotune.enabled = False
   return dataset.with_options(options)
+
+
+def widen(episode):
+  # Stored float16 entries become float32 before TensorFlow sees them, which
+  # preprocess does anyway: no op then takes float16 on a CPU, where oneDNN
+  # logged an error for it ("oneDNN supports DT_HALF only ...").
+  return {k: v.astype(np.float32) if v.dtype == np.float16 else v
+          for k, v in episode.items()}
 
 
 def summarize_episode(episode, config, datadir, writer, prefix):

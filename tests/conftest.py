@@ -20,3 +20,28 @@ import tensorflow as tf
 _cpus = tf.config.list_physical_devices('CPU')
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+import os as _os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from runs import read_metrics, run  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def cartpole_run(tmp_path_factory):
+  """The tiny run to 2000 frames, then the same command resumed to 3000.
+
+  Shared by every module that needs a real run (end-to-end, evaluation).
+  """
+  logdir = tmp_path_factory.mktemp('e2e') / 'cartpole'
+  flags = ['--preset', 'tiny', '--task', 'dmc_cartpole_balance',
+           '--logdir', str(logdir)]
+  code, output = run(*flags, '--steps', '2000')
+  first = dict(code=code, output=output, metrics=read_metrics(logdir),
+               episodes=sorted(p.name for p in (logdir / 'episodes').iterdir()),
+               checkpoints=sorted(_os.listdir(logdir / 'checkpoints')))
+  code, output = run(*flags, '--steps', '3000')
+  second = dict(code=code, output=output, metrics=read_metrics(logdir))
+  return logdir, first, second

@@ -9,7 +9,6 @@ through the dynamics cut, the λ-return's value bootstrap dropped, the world
 model's losses not falling.
 """
 
-import pathlib
 
 import gymnasium as gym
 import numpy as np

@@ -1,0 +1,226 @@
+"""Evaluates a trained agent: returns of N episodes and a video, run untouched.
+
+  python evaluate.py --logdir ./logs/walker --episodes 10
+  python evaluate.py --logdir ./logs/walker --video walker.gif --seed 3
+
+Reads the run's config.json, builds its environment and agent, restores the
+latest readable checkpoint (or --checkpoint), and acts with the evaluation
+policy (the actor's mode, plus `eval_noise` if the run had it), without
+training. Writes `<logdir>/eval/<step>.json` and a video of the first episode;
+nothing under episodes/ or checkpoints/ is touched.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+
+import console  # noqa: F401  Imports TensorFlow without its start-up noise.
+import numpy as np
+
+import dreamer
+import tools
+import wrappers
+
+import tensorflow as tf
+
+SCALE = 4  # Nearest-neighbour upscaling of the 64x64 frames for viewing.
+
+
+class EvalError(Exception):
+  pass
+
+
+class EpisodeRecorder:
+  """Keeps each finished episode, which Collect puts into the step's info."""
+
+  def __init__(self, env, episodes):
+    self._env = env
+    self._episodes = episodes
+
+  def __getattr__(self, name):
+    return getattr(self._env, name)
+
+  def step(self, action):
+    obs, reward, done, info = self._env.step(action)
+    if done:
+      self._episodes.append(info['episode'])
+    return obs, reward, done, info
+
+  def reset(self):
+    return self._env.reset()
+
+
+def read_config(logdir):
+  path = logdir / 'config.json'
+  if not logdir.is_dir():
+    raise EvalError(f'{logdir} is not a directory.')
+  if not path.exists():
+    raise EvalError(
+        f'{logdir} is not a run of dreamer.py: it has no config.json.')
+  try:
+    values = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise EvalError(f'Cannot read {path}: {e}.') from e
+  if not isinstance(values, dict) or 'task' not in values:
+    raise EvalError(f'{path} is not the config.json of a dreamer.py run.')
+  config = dreamer.define_config()
+  unknown = set(values) - set(config)
+  if unknown:
+    print(f'Ignoring unknown flags in config.json: {", ".join(sorted(unknown))}')
+  config.update({k: v for k, v in values.items() if k in config})
+  config.logdir = logdir
+  config.envs, config.parallel = 1, 'none'
+  return config
+
+
+def build_agent(config, logdir, checkpoint, actspace):
+  datadir = logdir / 'episodes'
+  if not tools.count_episodes(datadir)[0]:
+    raise EvalError(f'{datadir} holds no episodes to build the agent on.')
+  directory = logdir / 'checkpoints'
+  if checkpoint is None and not tf.train.latest_checkpoint(str(directory)):
+    raise EvalError(f'{logdir} has no checkpoint in {directory}.')
+  writer = tf.summary.create_noop_writer()
+  agent = dreamer.Dreamer(config, datadir, actspace, writer)
+  # Acting only: the agent's training phases (and their summaries, which
+  # would go to the run's metrics.jsonl) never start.
+  agent._should_train = lambda step: False
+  try:
+    if checkpoint is not None:
+      path = str(checkpoint)
+      agent.restore(path, datadir)
+    else:
+      manager = tf.train.CheckpointManager(
+          agent.checkpoint(), directory, max_to_keep=2)
+      path = dreamer.restore_latest(agent, manager, datadir)
+  except (AssertionError, ValueError) as e:
+    raise EvalError(f'The checkpoint {checkpoint} does not fit the agent of '
+                    f'this run ({e}).') from e
+  except tf.errors.OpError as e:
+    raise EvalError(f'Cannot read the checkpoint {checkpoint}: '
+                    f'{e.message}') from e
+  except dreamer.CheckpointError as e:
+    raise EvalError(str(e)) from e
+  return agent, path
+
+
+def make_env(config, scratch, seed, episodes):
+  # The run's own stack; its episode summaries go to a scratch logdir, so the
+  # run's metrics.jsonl and TensorBoard files stay as they were.
+  quiet = dict(config, logdir=scratch)
+  quiet = tools.AttrDict(quiet)
+  ctor = lambda: EpisodeRecorder(dreamer.make_env(
+      quiet, None, 'eval', scratch / 'episodes', False, seed), episodes)
+  return wrappers.Async(ctor, 'none')
+
+
+def write_video(path, episode, fps=20):
+  import imageio.v3 as iio
+  frames = np.repeat(np.repeat(episode['image'], SCALE, 1), SCALE, 2)
+  returns = np.cumsum(episode['reward'].astype(np.float64))
+  frames = np.stack([caption(f, f'return {r:.1f}')
+                     for f, r in zip(frames, returns)])
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if path.suffix.lower() == '.gif':
+    iio.imwrite(path, frames, extension='.gif', duration=1000 / fps, loop=0)
+  else:
+    _write_mp4(path, frames, fps)
+
+
+def _write_mp4(path, frames, fps):
+  import imageio.v2 as imageio
+  # The imageio-ffmpeg wheel ships its own ffmpeg binary.
+  with imageio.get_writer(path, fps=fps, codec='libx264', quality=8,
+                          macro_block_size=16) as writer:
+    for frame in frames:
+      writer.append_data(frame)
+
+
+def caption(frame, text):
+  from PIL import Image, ImageDraw
+  image = Image.fromarray(frame)
+  ImageDraw.Draw(image).text((4, 2), text, fill=(255, 255, 255))
+  return np.asarray(image)
+
+
+def evaluate(args):
+  logdir = pathlib.Path(args.logdir).expanduser()
+  config = read_config(logdir)
+  if args.episodes < 1:
+    raise EvalError(f'--episodes must be at least 1, got {args.episodes}.')
+  seed = config.seed if args.seed is None else args.seed
+  config.seed = seed
+  dreamer.set_precision(config)
+  dreamer.set_seed(seed)
+  episodes = []
+  with tempfile.TemporaryDirectory(prefix='dreamer-eval-') as scratch:
+    env = make_env(config, pathlib.Path(scratch), seed + 2000, episodes)
+    try:
+      agent, checkpoint = build_agent(
+          config, logdir, args.checkpoint, env.action_space)
+      step = int(agent._step.numpy())
+      print(f'Evaluating {checkpoint} (step {step}) for {args.episodes} '
+            f'episodes.')
+      start = time.time()
+      policy = lambda obs, reset, state: agent(obs, reset, state, False)
+      tools.simulate(policy, [env], episodes=args.episodes)
+      duration = time.time() - start
+    finally:
+      env.close()
+  returns = [float(e['reward'].astype(np.float64).sum()) for e in episodes]
+  lengths = [(len(e['reward']) - 1) * config.action_repeat for e in episodes]
+  for i, (ret, length) in enumerate(zip(returns, lengths)):
+    print(f'Episode {i + 1}: return {ret:.1f}, length {length}')
+  print(f'Mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} '
+        f'over {len(returns)} episodes.')
+  outdir = logdir / 'eval'
+  outdir.mkdir(exist_ok=True)
+  video = pathlib.Path(args.video) if args.video else outdir / f'{step}.mp4'
+  write_video(video, episodes[0])
+  result = dict(
+      step=step, checkpoint=str(checkpoint), task=config.task, seed=seed,
+      episodes=len(returns), returns=returns, lengths=lengths,
+      mean=float(np.mean(returns)), std=float(np.std(returns)),
+      eval_noise=config.eval_noise, wall_time=duration, video=str(video))
+  path = outdir / f'{step}.json'
+  tools.write_atomic(path, (json.dumps(result, indent=2) + '\n').encode())
+  print(f'Wrote {path} and {video}.')
+  return result
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--logdir', required=True, help='a run of dreamer.py')
+  parser.add_argument('--episodes', type=int, default=10)
+  parser.add_argument(
+      '--checkpoint', default=None,
+      help='a checkpoint prefix, e.g. LOGDIR/checkpoints/ckpt-100000 '
+      '(default: the latest readable one)')
+  parser.add_argument(
+      '--video', default=None,
+      help='video of the first episode; .mp4 or .gif by the name '
+      '(default: LOGDIR/eval/<step>.mp4)')
+  parser.add_argument(
+      '--seed', type=int, default=None,
+      help="seeds the environment and the agent (default: the run's seed)")
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  try:
+    evaluate(args)
+  except EvalError as e:
+    print(f'Error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

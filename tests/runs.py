@@ -1,0 +1,25 @@
+"""Running the programs as a user does: subprocesses from the repo root."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run(*flags, script='dreamer.py', timeout=400):
+  """Runs a script from the repository root; returns (exit code, output)."""
+  result = subprocess.run(
+      [sys.executable, script, *flags], cwd=ROOT, timeout=timeout,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env={**os.environ, 'PYTHONUNBUFFERED': '1',
+           # Status lines every second: these phases last under 30 s.
+           'DREAMER_STATUS_EVERY': '1'})
+  return result.returncode, result.stdout
+
+
+def read_metrics(logdir):
+  with (logdir / 'metrics.jsonl').open() as f:
+    return [json.loads(line) for line in f]

@@ -1,0 +1,115 @@
+"""evaluate.py on the shared tiny run: returns, video, and a run left as is."""
+
+import hashlib
+import json
+import shutil
+
+import imageio.v3 as iio
+import pytest
+
+from runs import run
+
+
+def fingerprint(logdir):
+  """Content hashes of everything a run keeps, besides eval/."""
+  files = {}
+  for sub in ('episodes', 'checkpoints'):
+    for path in sorted((logdir / sub).rglob('*')):
+      if path.is_file():
+        files[str(path.relative_to(logdir))] = hashlib.sha256(
+            path.read_bytes()).hexdigest()
+  for name in ('metrics.jsonl', 'config.json'):
+    files[name] = hashlib.sha256((logdir / name).read_bytes()).hexdigest()
+  return files
+
+
+@pytest.fixture(scope='module')
+def evaluated(cartpole_run, tmp_path_factory):
+  logdir = tmp_path_factory.mktemp('eval') / 'run'
+  shutil.copytree(cartpole_run[0], logdir)
+  before = fingerprint(logdir)
+  first = run('--logdir', logdir, '--episodes', '2', '--seed', '4',
+              script='evaluate.py')
+  gif = logdir / 'watch.gif'
+  second = run('--logdir', logdir, '--episodes', '2', '--seed', '4',
+               '--video', gif, script='evaluate.py')
+  return dict(logdir=logdir, before=before, after=fingerprint(logdir),
+              first=first, second=second, gif=gif)
+
+
+def test_prints_returns_and_writes_json(evaluated):
+  code, output = evaluated['first']
+  assert code == 0, output[-3000:]
+  report = json.loads((evaluated['logdir'] / 'eval' / '3000.json').read_text())
+  assert report['step'] == 3000 and report['episodes'] == 2
+  assert len(report['returns']) == len(report['lengths']) == 2
+  assert report['lengths'] == [1000, 1000]
+  assert report['checkpoint'].endswith('ckpt-3000')
+  assert report['seed'] == 4 and report['wall_time'] > 0
+  assert report['mean'] == pytest.approx(sum(report['returns']) / 2)
+  for i, ret in enumerate(report['returns']):
+    assert f'Episode {i + 1}: return {ret:.1f}, length 1000' in output
+  assert f'Mean return {report["mean"]:.1f} ± {report["std"]:.1f}' in output
+
+
+def test_mp4_decodes_to_upscaled_frames(evaluated):
+  frames = iio.imread(evaluated['logdir'] / 'eval' / '3000.mp4')
+  assert frames.ndim == 4 and len(frames) > 1
+  assert frames.shape[1:] == (256, 256, 3)
+
+
+def test_gif_by_file_name(evaluated):
+  code, output = evaluated['second']
+  assert code == 0, output[-3000:]
+  frames = iio.imread(evaluated['gif'], index=None)
+  assert len(frames) > 1 and frames.shape[1:3] == (256, 256)
+
+
+def test_same_seed_same_returns(evaluated):
+  first = [l for l in evaluated['first'][1].splitlines()
+           if l.startswith('Episode ')]
+  second = [l for l in evaluated['second'][1].splitlines()
+            if l.startswith('Episode ')]
+  assert len(first) == 2 and first == second
+
+
+def test_run_is_left_as_it_was(evaluated):
+  assert evaluated['before'] == evaluated['after']
+  assert 'Training for' not in evaluated['first'][1]
+
+
+class TestBadInput:
+
+  def _refused(self, *flags):
+    code, output = run(*map(str, flags), script='evaluate.py', timeout=200)
+    assert code == 2, output[-2000:]
+    assert 'Traceback' not in output
+    return output
+
+  def test_not_a_run(self, tmp_path):
+    output = self._refused('--logdir', tmp_path)
+    assert 'is not a run of dreamer.py: it has no config.json' in output
+
+  def test_unreadable_config(self, tmp_path):
+    (tmp_path / 'config.json').write_text('{not json')
+    assert 'Cannot read' in self._refused('--logdir', tmp_path)
+
+  def test_no_checkpoint(self, cartpole_run, tmp_path):
+    logdir = tmp_path / 'run'
+    shutil.copytree(cartpole_run[0], logdir)
+    shutil.rmtree(logdir / 'checkpoints')
+    assert 'has no checkpoint' in self._refused('--logdir', logdir)
+
+  def test_checkpoint_of_another_size(self, cartpole_run, tmp_path):
+    logdir = tmp_path / 'run'
+    shutil.copytree(cartpole_run[0], logdir)
+    config = json.loads((logdir / 'config.json').read_text())
+    config['num_units'] = 48
+    (logdir / 'config.json').write_text(json.dumps(config))
+    output = self._refused('--logdir', logdir)
+    assert 'does not fit' in output
+
+  def test_missing_checkpoint_path(self, cartpole_run, tmp_path):
+    output = self._refused('--logdir', cartpole_run[0], '--checkpoint',
+                           tmp_path / 'ckpt-1')
+    assert 'Cannot read the checkpoint' in output
