@@ -21,6 +21,7 @@ import tf_keras
 from tf_keras import mixed_precision as prec
 
 import models
+import replay
 import tools
 import wrappers
 
@@ -688,6 +689,9 @@ def main(config):
   datadir.mkdir(parents=True, exist_ok=True)
   for path in tools.remove_partial_files(datadir):
     print(f'Removed the partial file {path.name} of an interrupted write.')
+  for path in replay.remove_partial_caches(datadir):
+    print(f'Removed the partial replay cache {path.name} of an interrupted '
+          'write.')
   for path in remove_partial_checkpoints(config.logdir / 'checkpoints'):
     print(f'Removed the partial checkpoint {path.name} of an interrupted save.')
   writer = tf.summary.create_file_writer(
@@ -715,6 +719,8 @@ def main(config):
         random_agent, train_envs, prefill / config.action_repeat, stop=stop)
     ensure_one_episode(random_agent, train_envs, datadir, stop)
     writer.flush()
+    replay.check_disk(datadir, config.steps, config.action_repeat,
+                      11 * config.batch_size * config.batch_length)
 
     # Train and regularly evaluate the agent.
     step = count_steps(datadir, config)
@@ -889,7 +895,7 @@ def cli(argv=None):
   config = parse_args(argv)
   try:
     return main(config)
-  except ConfigError as e:
+  except (ConfigError, replay.DiskFull) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
   except (NonFiniteLoss, CheckpointError) as e:

@@ -19,6 +19,8 @@ import tensorflow_probability as tfp
 import tf_keras
 from tf_keras import mixed_precision as prec
 
+import replay
+
 tfd = tfp.distributions
 
 
@@ -210,9 +212,7 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
   while True:
     for filename in new_files(directory, cache, broken):
       try:
-        with filename.open('rb') as f:
-          episode = np.load(f)
-          episode = {k: episode[k] for k in episode.keys()}
+        episode = replay.load(filename)  # Memory-mapped, not in memory.
       except Exception as e:
         # Reported once (also across loaders, e.g. the one that reads the
         # dataset signature); the rest of the replay keeps training.

@@ -809,3 +809,24 @@ class TestLogScalars:
              (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     assert lines and all(
         set(line) <= {'step', 'expl_amount', 'fps'} for line in lines)
+
+
+class TestEnsureOneEpisode:
+
+  def test_empty_replay_gets_one_random_episode(self, tmp_path, capsys):
+    config = tiny_config(tmp_path, task='dmc_cartpole_balance', prefill=0,
+                         time_limit=100)
+    datadir = tmp_path / 'episodes'
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    env = dreamer.make_async_env(config, writer, 'train', datadir, True, 0)
+    try:
+      space = env.action_space
+      agent = lambda o, d, _: ([space.sample() for _ in d], None)
+      dreamer.ensure_one_episode(agent, [env], datadir, None)
+      assert tools.count_episodes(datadir) == (1, 50)
+      assert 'collecting one random episode' in capsys.readouterr().out
+      # A replay that holds an episode is left alone.
+      dreamer.ensure_one_episode(agent, [env], datadir, None)
+      assert tools.count_episodes(datadir) == (1, 50)
+    finally:
+      env.close()
