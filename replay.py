@@ -29,16 +29,26 @@ SOURCE = 'source.json'
 class Array:
   """One entry of a cached episode: shape and dtype now, data on slicing."""
 
-  def __init__(self, path, shape, dtype):
+  def __init__(self, path, shape, dtype, offset):
     self.path = path
     self.shape = tuple(shape)
     self.dtype = np.dtype(dtype)
+    self.offset = offset  # Of the data in the .npy file, after its header.
 
   def __len__(self):
     return self.shape[0]
 
   def __getitem__(self, index):
-    # Open, copy the slice, close: no file stays open, however many episodes.
+    # Read just the rows asked for and close the file again: no file stays
+    # open, however many episodes there are.
+    if isinstance(index, slice) and index.step in (None, 1):
+      start, stop, _ = index.indices(self.shape[0])
+      rows = max(stop - start, 0)
+      size = int(np.prod(self.shape[1:], dtype=np.int64))
+      data = np.empty((rows,) + self.shape[1:], self.dtype)
+      offset = self.offset + start * size * self.dtype.itemsize
+      read_into(self.path, memoryview(data).cast('B'), offset)
+      return data
     return np.array(np.load(self.path, mmap_mode='r')[index])
 
   def __array__(self, dtype=None, copy=None):
@@ -47,6 +57,19 @@ class Array:
 
   def astype(self, dtype):
     return np.asarray(self, dtype)
+
+
+def read_into(path, buffer, offset):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    done = 0
+    while done < len(buffer):
+      count = os.preadv(fd, [buffer[done:]], offset + done)
+      if not count:
+        raise OSError(f'{path} ends before the rows asked for.')
+      done += count
+  finally:
+    os.close(fd)
 
 
 def load(filename):
@@ -100,7 +123,10 @@ def read_cache(folder, filename):
     episode = {}
     for key in source['keys']:
       array = np.load(folder / f'{key}.npy', mmap_mode='r')
-      episode[key] = Array(folder / f'{key}.npy', array.shape, array.dtype)
+      if not array.flags.c_contiguous:
+        return None
+      episode[key] = Array(
+          folder / f'{key}.npy', array.shape, array.dtype, array.offset)
       del array
   except (OSError, ValueError, KeyError, TypeError):
     return None
