@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -79,15 +80,18 @@ def read_config(logdir):
   return config
 
 
-def build_agent(config, logdir, checkpoint, actspace):
+def build_agent(config, logdir, checkpoint, actspace, scratch):
   datadir = logdir / 'episodes'
-  if not tools.count_episodes(datadir)[0]:
-    raise EvalError(f'{datadir} holds no episodes to build the agent on.')
   directory = logdir / 'checkpoints'
   if checkpoint is None and not tf.train.latest_checkpoint(str(directory)):
     raise EvalError(f'{logdir} has no checkpoint in {directory}.')
   writer = tf.summary.create_noop_writer()
-  agent = dreamer.Dreamer(config, datadir, actspace, writer)
+  # The agent's constructor takes one train step on replay data. It gets a
+  # copy of one episode, so that the run's replay (and its cache) is never
+  # written; the step still comes from the run's episodes on restore.
+  agent = dreamer.Dreamer(
+      config, one_episode(datadir, config.batch_length, scratch), actspace,
+      writer)
   # Acting only: the agent's training phases (and their summaries, which
   # would go to the run's metrics.jsonl) never start.
   agent._should_train = lambda step: False
@@ -108,6 +112,17 @@ def build_agent(config, logdir, checkpoint, actspace):
   except dreamer.CheckpointError as e:
     raise EvalError(str(e)) from e
   return agent, path
+
+
+def one_episode(datadir, length, scratch):
+  for filename in sorted(datadir.glob('*.npz'), reverse=True):
+    usable = tools.episode_length(filename)
+    if usable and usable > length:
+      folder = scratch / 'build'
+      folder.mkdir(exist_ok=True)
+      shutil.copy(filename, folder / filename.name)
+      return folder
+  raise EvalError(f'{datadir} holds no episode to build the agent on.')
 
 
 def make_env(config, scratch, seed, episodes):
@@ -163,7 +178,8 @@ def evaluate(args):
     env = make_env(config, pathlib.Path(scratch), seed + 2000, episodes)
     try:
       agent, checkpoint = build_agent(
-          config, logdir, args.checkpoint, env.action_space)
+          config, logdir, args.checkpoint, env.action_space,
+          pathlib.Path(scratch))
       step = int(agent._step.numpy())
       print(f'Evaluating {checkpoint} (step {step}) for {args.episodes} '
             f'episodes.')

@@ -174,12 +174,20 @@ def check_disk(datadir, frames, action_repeat, in_flight):
   """
   datadir = pathlib.Path(datadir)
   files = sorted(datadir.glob('*.npz'))
-  if not files:
+  sample = {}  # Up to five readable episodes, the newest first.
+  for filename in reversed(files):
+    try:
+      sample[filename] = read_npz(filename)
+    except Exception:  # Reported and skipped where the replay reads it.
+      continue
+    if len(sample) == 5:
+      break
+  if not sample:
     return None
-  sample = files[-5:]
-  steps = sum(len(read_npz(f)['reward']) for f in sample)
+  steps = sum(len(episode['reward']) for episode in sample.values())
   packed = sum(f.stat().st_size for f in sample) / steps
-  raw = sum(sum(v.nbytes for v in read_npz(f).values()) for f in sample) / steps
+  raw = sum(sum(v.nbytes for v in episode.values())
+            for episode in sample.values()) / steps
   total = frames / action_repeat
   stored = sum(_length(f) for f in files)
   need = (packed + raw) * max(total - stored, 0)
