@@ -719,8 +719,9 @@ def main(config):
         random_agent, train_envs, prefill / config.action_repeat, stop=stop)
     ensure_one_episode(random_agent, train_envs, datadir, stop)
     writer.flush()
-    replay.check_disk(datadir, config.steps, config.action_repeat,
-                      11 * config.batch_size * config.batch_length)
+    replay.check_disk(  # In flight: the 10 prefetched batches and one more.
+        datadir, config.steps, config.action_repeat,
+        11 * config.batch_size * config.batch_length)
 
     # Train and regularly evaluate the agent.
     step = count_steps(datadir, config)

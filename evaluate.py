@@ -128,8 +128,7 @@ def one_episode(datadir, length, scratch):
 def make_env(config, scratch, seed, episodes):
   # The run's own stack; its episode summaries go to a scratch logdir, so the
   # run's metrics.jsonl and TensorBoard files stay as they were.
-  quiet = dict(config, logdir=scratch)
-  quiet = tools.AttrDict(quiet)
+  quiet = tools.AttrDict(config, logdir=scratch)
   ctor = lambda: EpisodeRecorder(dreamer.make_env(
       quiet, None, 'eval', scratch / 'episodes', False, seed), episodes)
   return wrappers.Async(ctor, 'none')

@@ -4,9 +4,9 @@ The original keeps every episode it has loaded decompressed in memory: about
 30 GB of images at the paper's 5M frames. Here each compressed episode file
 `<name>.npz` gets, on first use, an uncompressed copy of its arrays in
 `.cache/<name>/<key>.npy` beside it, and the replay keeps only their shapes.
-A sampled chunk is read from that copy through a memory map that lives only
-as long as the read, so the process's own memory holds the chunks in flight,
-and the operating system's page cache, which it can evict, holds the rest.
+A sampled chunk reads just its rows from that copy, so the process's own
+memory holds the chunks in flight, and the operating system's page cache,
+which it can evict, holds the rest.
 
 The copy is written to a temporary folder and renamed into place, so a kill
 leaves either no copy or a whole one. It records the size and time of the
@@ -89,8 +89,9 @@ def load(filename):
   except OSError as e:
     if isinstance(e, FileNotFoundError) and not filename.exists():
       raise
-    _warn_once(f'Cannot write the replay cache in {folder.parent} ({e}); '
-               'keeping episodes in memory instead.')
+    _warn_once(folder.parent, f'Cannot write the replay cache in '
+               f'{folder.parent}; keeping episodes in memory instead. The '
+               f'first error: {e}')
     return read_npz(filename)
   episode = read_cache(folder, filename)
   if episode is None:
@@ -101,9 +102,9 @@ def load(filename):
 _WARNED = set()
 
 
-def _warn_once(message):
-  if message.split(' (')[0] not in _WARNED:
-    _WARNED.add(message.split(' (')[0])
+def _warn_once(key, message):
+  if key not in _WARNED:
+    _WARNED.add(key)
     print(message)
 
 

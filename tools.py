@@ -212,7 +212,7 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
   while True:
     for filename in new_files(directory, cache, broken):
       try:
-        episode = replay.load(filename)  # Memory-mapped, not in memory.
+        episode = replay.load(filename)  # Read from disk, not kept in memory.
       except Exception as e:
         # Reported once (also across loaders, e.g. the one that reads the
         # dataset signature); the rest of the replay keeps training.
