@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import workers
 import wrappers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,15 +246,6 @@ def test_render_in_process_with_tensorflow():
   assert 'image (64, 64, 3) 3.0' in result.stdout
 
 
-def test_renderer_error_text():
-  error = wrappers.renderer_error(AttributeError('no glGetError'))
-  assert isinstance(error, RuntimeError)
-  text = str(error)
-  for needle in ('libegl1 libgl1-mesa-dri', 'libosmesa6', 'egl, osmesa, glfw',
-                 'no glGetError'):
-    assert needle in text
-
-
 # Atari.
 
 
@@ -460,7 +452,7 @@ def test_async_process_steps_dmc():
   ctor = functools.partial(wrappers.DeepMindControl, 'cartpole_balance', seed=0)
   env = wrappers.Async(ctor, 'process')
   try:
-    pid = env._worker.pid  # pylint: disable=protected-access
+    pid = env._process.pid  # pylint: disable=protected-access
     assert env.action_space.shape == (1,)
     assert env.observation_space['image'].shape == (64, 64, 3)
     obs = env.reset()
@@ -469,8 +461,8 @@ def test_async_process_steps_dmc():
     obs, reward, done, info = promise()
     assert obs['image'].dtype == np.uint8 and not done
     assert np.isfinite(reward) and info['discount'] == 1.0
-    assert env.access('_camera')() == 0
-    assert env.call('add_image', {})()['image'].shape == (64, 64, 3)
+    assert env._camera == 0
+    assert env.call('add_image', {})['image'].shape == (64, 64, 3)
     # Ctrl-C reaches the whole process group; the worker must ignore it.
     os.kill(pid, signal.SIGINT)
     time.sleep(0.2)
@@ -485,7 +477,7 @@ def test_async_process_reraises_worker_exception():
   env = wrappers.Async(FailingStepEnv, 'process')
   try:
     env.reset()
-    with pytest.raises(wrappers.WorkerError) as error:
+    with pytest.raises(workers.WorkerError) as error:
       env.step(np.zeros(2))
     text = str(error.value)
     assert 'Traceback' in text and 'step failed on purpose' in text
@@ -499,7 +491,7 @@ def test_async_process_reraises_worker_exception():
 def test_async_process_constructor_failure():
   env = wrappers.Async(failing_ctor, 'process')
   try:
-    with pytest.raises(wrappers.WorkerError, match='constructor failed'):
+    with pytest.raises(workers.WorkerError, match='constructor failed'):
       env.reset()
   finally:
     env.close()
@@ -515,13 +507,13 @@ def test_async_in_process_strategies(strategy):
   assert callable(promise)
   _, reward, done, _ = promise()
   assert reward == 0.5 and not done
-  assert env.access('length')() == 2
+  assert env.length == 2
   env.close()
 
 
 def test_async_thread_reraises_exception():
   env = wrappers.Async(FailingStepEnv, 'thread')
-  with pytest.raises(wrappers.WorkerError, match='step failed on purpose'):
+  with pytest.raises(workers.WorkerError, match='step failed on purpose'):
     env.step(np.zeros(2))
   env.close()
 
@@ -560,7 +552,7 @@ def test_async_worker_dies_with_parent():
   env = wrappers.Async(lambda: Env(), 'process')
   env.reset()
   from multiprocessing import resource_tracker
-  print(env._worker.pid, resource_tracker._resource_tracker._pid, flush=True)
+  print(env._process.pid, resource_tracker._resource_tracker._pid, flush=True)
   os.kill(os.getpid(), signal.SIGKILL)
   """
   # Read only the first line: the worker inherits the output pipes, so
