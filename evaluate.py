@@ -24,7 +24,10 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 import console  # noqa: F401  Imports TensorFlow without its start-up noise.
 import numpy as np
 
+import checkpoint
 import dreamer
+import runtime
+import storage
 import tools
 import wrappers
 
@@ -80,15 +83,15 @@ def read_config(logdir):
   return config
 
 
-def build_agent(config, logdir, checkpoint, actspace, scratch):
+def build_agent(config, logdir, path, actspace, scratch):
   datadir = logdir / 'episodes'
   directory = logdir / 'checkpoints'
-  if checkpoint is None and not tf.train.latest_checkpoint(str(directory)):
+  if path is None and not tf.train.latest_checkpoint(str(directory)):
     raise EvalError(f'{logdir} has no checkpoint in {directory}.')
   writer = tf.summary.create_noop_writer()
   # The agent's constructor takes one train step on replay data. It gets a
   # copy of one episode, so that the run's replay (and its cache) is never
-  # written; the step still comes from the run's episodes on restore.
+  # written; the step comes from the run's episodes below.
   agent = dreamer.Dreamer(
       config, one_episode(datadir, config.batch_length, scratch), actspace,
       writer)
@@ -96,27 +99,22 @@ def build_agent(config, logdir, checkpoint, actspace, scratch):
   # would go to the run's metrics.jsonl) never start.
   agent._should_train = lambda step: False
   try:
-    if checkpoint is not None:
-      path = str(checkpoint)
-      agent.restore(path, datadir)
-    else:
-      manager = tf.train.CheckpointManager(
-          agent.checkpoint(), directory, max_to_keep=2)
-      path = dreamer.restore_latest(agent, manager, datadir)
+    restored = checkpoint.load(agent, directory if path is None else path)
   except (AssertionError, ValueError) as e:
-    raise EvalError(f'The checkpoint {checkpoint} does not fit the agent of '
+    raise EvalError(f'The checkpoint {path} does not fit the agent of '
                     f'this run ({e}).') from e
   except tf.errors.OpError as e:
-    raise EvalError(f'Cannot read the checkpoint {checkpoint}: '
+    raise EvalError(f'Cannot read the checkpoint {path}: '
                     f'{e.message}') from e
-  except dreamer.CheckpointError as e:
+  except checkpoint.CheckpointError as e:
     raise EvalError(str(e)) from e
-  return agent, path
+  agent._step.assign(dreamer.count_steps(datadir, config))
+  return agent, restored
 
 
 def one_episode(datadir, length, scratch):
   for filename in sorted(datadir.glob('*.npz'), reverse=True):
-    usable = tools.episode_length(filename)
+    usable = storage.episode_length(filename)
     if usable and usable > length:
       folder = scratch / 'build'
       folder.mkdir(exist_ok=True)
@@ -170,17 +168,17 @@ def evaluate(args):
     raise EvalError(f'--episodes must be at least 1, got {args.episodes}.')
   seed = config.seed if args.seed is None else args.seed
   config.seed = seed
-  dreamer.set_precision(config)
-  dreamer.set_seed(seed)
+  runtime.set_precision(config)
+  runtime.set_seed(seed)
   episodes = []
   with tempfile.TemporaryDirectory(prefix='dreamer-eval-') as scratch:
     env = make_env(config, pathlib.Path(scratch), seed + 2000, episodes)
     try:
-      agent, checkpoint = build_agent(
+      agent, restored = build_agent(
           config, logdir, args.checkpoint, env.action_space,
           pathlib.Path(scratch))
       step = int(agent._step.numpy())
-      print(f'Evaluating {checkpoint} (step {step}) for {args.episodes} '
+      print(f'Evaluating {restored} (step {step}) for {args.episodes} '
             f'episodes.')
       start = time.time()
       policy = lambda obs, reset, state: agent(obs, reset, state, False)
@@ -199,12 +197,12 @@ def evaluate(args):
   video = pathlib.Path(args.video) if args.video else outdir / f'{step}.mp4'
   write_video(video, episodes[0])
   result = dict(
-      step=step, checkpoint=str(checkpoint), task=config.task, seed=seed,
+      step=step, checkpoint=str(restored), task=config.task, seed=seed,
       episodes=len(returns), returns=returns, lengths=lengths,
       mean=float(np.mean(returns)), std=float(np.std(returns)),
       eval_noise=config.eval_noise, wall_time=duration, video=str(video))
   path = outdir / f'{step}.json'
-  tools.write_atomic(path, (json.dumps(result, indent=2) + '\n').encode())
+  storage.write_atomic(path, (json.dumps(result, indent=2) + '\n').encode())
   print(f'Wrote {path} and {video}.')
   return result
 

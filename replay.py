@@ -212,3 +212,11 @@ def _length(filename):
     return int(filename.stem.rsplit('-', 1)[1])
   except (IndexError, ValueError):
     return 0
+
+
+def widen(episode):
+  # Stored float16 entries become float32 before TensorFlow sees them, which
+  # preprocess does anyway: no op then takes float16 on a CPU, where oneDNN
+  # logged an error for it ("oneDNN supports DT_HALF only ...").
+  return {k: v.astype(np.float32) if v.dtype == np.float16 else v
+          for k, v in episode.items()}

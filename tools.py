@@ -1,14 +1,9 @@
 import datetime
-import errno
 import io
 import os
 import pathlib
 import re
-import signal
-import sys
-import time
 import uuid
-import zipfile
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Keras 2 layers, as TFP.
 
@@ -19,7 +14,10 @@ import tensorflow_probability as tfp
 import tf_keras
 from tf_keras import mixed_precision as prec
 
+import checkpoint
+import progress
 import replay
+import storage
 
 tfd = tfp.distributions
 
@@ -32,13 +30,14 @@ class AttrDict(dict):
 
 class Module(tf.Module):
 
+  # TensorFlow checkpoints in a directory instead of the original's pickle:
+  # they hold the optimizers' moments too and are written crash-safely.
+
   def save(self, filename):
-    # A TensorFlow checkpoint instead of the original's pickle: it also holds
-    # optimizer slots and is written atomically by TensorFlow.
-    tf.train.Checkpoint(module=self).write(str(filename))
+    checkpoint.save(checkpoint.manager(self, filename), self._step.numpy())
 
   def load(self, filename):
-    tf.train.Checkpoint(module=self).read(str(filename)).assert_consumed()
+    return checkpoint.load(self, filename)
 
   def get(self, name, ctor, *args, **kwargs):
     # Create or get layer by name to avoid mentioning it in the constructor.
@@ -71,7 +70,7 @@ def encode_gif(frames, fps):
       '<bytes>', frames, extension='.gif', duration=1000 / fps, loop=0)
 
 
-def simulate(agent, envs, steps=0, episodes=0, state=None, stop=None):
+def simulate(agent, envs, steps=0, episodes=0, state=None):
   # Initialize or unpack simulation state.
   if state is None:
     step, episode = 0, 0
@@ -82,9 +81,7 @@ def simulate(agent, envs, steps=0, episodes=0, state=None, stop=None):
   else:
     step, episode, done, length, obs, agent_state = state
   while (steps and step < steps) or (episodes and episode < episodes):
-    # Between whole steps is the one place a signal may end the loop.
-    if stop:
-      stop()
+    progress.poll()  # Between whole steps, a signal may end the loop.
     # Reset envs if necessary.
     if done.any():
       indices = [index for index, d in enumerate(done) if d]
@@ -111,46 +108,10 @@ def simulate(agent, envs, steps=0, episodes=0, state=None, stop=None):
 
 def count_episodes(directory):
   filenames = pathlib.Path(directory).expanduser().glob('*.npz')
-  lengths = [episode_length(n) for n in filenames]
+  lengths = [storage.episode_length(n) for n in filenames]
   lengths = [length - 1 for length in lengths if length is not None]
   episodes, steps = len(lengths), sum(lengths)
   return episodes, steps
-
-
-# Episode files never change once written (atomic rename), so what is known
-# about a file holds for the rest of the process: None means unusable.
-_LENGTHS = {}
-
-
-def episode_length(filename):
-  """The stored transitions of an episode file by its name, None if unusable.
-
-  The step counter comes from file names, so a corrupt or misnamed file must
-  not count: it would inflate the step and shorten the prefill. The check
-  reads only the zip directory at the end of the file, which a truncated
-  file lacks.
-  """
-  key = str(filename)
-  if key not in _LENGTHS:
-    length = filename.stem.rsplit('-', 1)[-1]
-    if not length.isdigit():
-      report_broken(filename, 'the name does not end in -<length>.npz')
-      _LENGTHS[key] = None
-    elif not zipfile.is_zipfile(filename):
-      report_broken(filename, 'it is not a complete npz archive')
-      _LENGTHS[key] = None
-    else:
-      _LENGTHS[key] = int(length)
-  return _LENGTHS[key]
-
-
-def report_broken(filename, reason):
-  """Marks an episode file unusable and says so once per process."""
-  key = str(filename)
-  if _LENGTHS.get(key, 0) is None:
-    return
-  _LENGTHS[key] = None
-  print(f'Skipped unreadable episode file {filename.name}: {reason}', flush=True)
 
 
 def save_episodes(directory, episodes):
@@ -164,44 +125,9 @@ def save_episodes(directory, episodes):
     filename = directory / f'{timestamp}-{identifier}-{length}.npz'
     with io.BytesIO() as f1:
       np.savez_compressed(f1, **episode)
-      write_atomic(filename, f1.getvalue())
+      storage.write_atomic(filename, f1.getvalue())
     filenames.append(filename)
   return filenames
-
-
-class WriteError(OSError):
-  """A file of the run could not be written; nothing partial was left."""
-
-  def __str__(self):
-    return self.strerror  # The message, without OSError's "[Errno 28]".
-
-
-def write_atomic(filename, content):
-  # Readers glob for the final name only, so they never see a partial file;
-  # the hidden temporary name is removed on failure (e.g. a full disk).
-  filename = pathlib.Path(filename)
-  temp = filename.parent / f'.{filename.name}.tmp'
-  try:
-    with temp.open('wb') as f:
-      f.write(content)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, filename)
-  except OSError as e:
-    temp.unlink(missing_ok=True)
-    reason = 'the disk is full' if e.errno == errno.ENOSPC else str(e)
-    raise WriteError(
-        e.errno, f'Could not write {filename} because {reason}. No partial '
-        'file was left behind and earlier files are intact.') from e
-
-
-def remove_partial_files(directory):
-  # Leftovers of writes interrupted by a kill; their content is incomplete.
-  removed = []
-  for temp in pathlib.Path(directory).expanduser().glob('.*.tmp'):
-    temp.unlink(missing_ok=True)
-    removed.append(temp)
-  return removed
 
 
 def load_episodes(directory, rescan, length=None, balance=False, seed=0):
@@ -210,13 +136,13 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
   cache = {}
   broken = set()
   while True:
-    for filename in new_files(directory, cache, broken):
+    for filename in storage.new_files(directory, cache, broken):
       try:
         episode = replay.load(filename)  # Read from disk, not kept in memory.
       except Exception as e:
         # Reported once (also across loaders, e.g. the one that reads the
         # dataset signature); the rest of the replay keeps training.
-        report_broken(filename, e)
+        storage.report_broken(filename, e)
         broken.add(filename)
         continue
       cache[filename] = episode
@@ -237,20 +163,6 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
           index = int(random.randint(0, available))
         episode = {k: v[index: index + length] for k, v in episode.items()}
       yield episode
-
-
-def new_files(directory, *known):
-  # In the order they were written, not the directory's, so that the same
-  # seed samples the same chunks in every run.
-  paths = [p for p in directory.glob('*.npz') if not any(p in k for k in known)]
-  return sorted(paths, key=lambda p: (_mtime(p), p.name))
-
-
-def _mtime(path):
-  try:
-    return path.stat().st_mtime_ns
-  except OSError:  # Gone since the listing; loading it will report that.
-    return 0
 
 
 class SampleDist:
@@ -499,112 +411,3 @@ class Once:
       self._once = False
       return True
     return False
-
-
-class Progress:
-  """Wraps an agent for simulate() and prints where a long phase stands."""
-
-  def __init__(
-      self, agent, label, start, total, action_repeat, updates=lambda: 0,
-      every=None, clock=time.time, out=None):
-    self._agent = agent
-    self._label = label
-    self._frames = start
-    self._total = total
-    self._repeat = action_repeat
-    self._updates = updates
-    self._every = status_every() if every is None else every
-    self._clock = clock
-    self._out = out
-    self._begin = (clock(), start)
-    self._last = (clock(), start, updates())
-
-  def __call__(self, obs, reset, state=None):
-    result = self._agent(obs, reset, state)
-    self._frames += len(reset) * self._repeat
-    now = self._clock()
-    if now - self._last[0] >= self._every:
-      self._report(now)
-    return result
-
-  def _report(self, now):
-    last_time, last_frames, last_updates = self._last
-    updates = self._updates()
-    duration = max(now - last_time, 1e-9)
-    fps = (self._frames - last_frames) / duration
-    ups = (updates - last_updates) / duration
-    overall = (self._frames - self._begin[1]) / max(now - self._begin[0], 1e-9)
-    remaining = max(self._total - self._frames, 0)
-    eta = format_duration(remaining / overall) if overall > 0 else '?'
-    print(
-        f'[{self._label}] frames {self._frames}/{self._total} | '
-        f'{fps:.1f} fps | {ups:.2f} updates/s | ETA {eta}',
-        file=self._out or sys.stdout, flush=True)
-    self._last = (now, self._frames, updates)
-
-
-class PhaseProgress:
-  """Status lines within a long training phase: updates, s/update, ETA."""
-
-  def __init__(self, total, every=None, clock=time.time, out=None):
-    self._total = total
-    self._every = status_every() if every is None else every
-    self._clock = clock
-    self._out = out
-    self._begin = self._last = clock()
-
-  def __call__(self, done):
-    now = self._clock()
-    if now - self._last < self._every or done >= self._total:
-      return
-    per = (now - self._begin) / max(done, 1)
-    print(
-        f'[training] updates {done}/{self._total} | {per:.2f} s/update | '
-        f'ETA {format_duration(per * (self._total - done))}',
-        file=self._out or sys.stdout, flush=True)
-    self._last = now
-
-
-def status_every():
-  # Seconds between status lines; DREAMER_STATUS_EVERY changes it (the
-  # end-to-end tests use 1 s, since their phases may be shorter than 30 s).
-  return float(os.environ.get('DREAMER_STATUS_EVERY', 30))
-
-
-def format_duration(seconds):
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  minutes, seconds = divmod(rest, 60)
-  return f'{hours}:{minutes:02d}:{seconds:02d}'
-
-
-class Interrupted(Exception):
-  """Raised between whole steps after SIGINT or SIGTERM."""
-
-  def __init__(self, signum):
-    super().__init__(signal.Signals(signum).name)
-    self.signum = signum
-
-
-class GracefulStop:
-  """Turns SIGINT and SIGTERM into a flag that loops check between steps.
-
-  A step that is under way (an environment step, a train step, a save) is
-  never cut in half; a second signal stops at once.
-  """
-
-  def __init__(self, signums=(signal.SIGINT, signal.SIGTERM)):
-    self.signum = None
-    for signum in signums:
-      signal.signal(signum, self._handle)
-
-  def _handle(self, signum, frame):
-    if self.signum is not None:
-      raise KeyboardInterrupt(f'Second {signal.Signals(signum).name}.')
-    self.signum = signum
-    name = signal.Signals(signum).name
-    print(f'Received {name}: stopping after the current step.', flush=True)
-
-  def __call__(self):
-    if self.signum is not None:
-      raise Interrupted(self.signum)

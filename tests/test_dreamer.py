@@ -12,7 +12,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tf_keras import mixed_precision as prec
 
+import checkpoint
+import cli
 import dreamer
+import runtime
+import storage
 import tools
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,7 +25,7 @@ tfd = tfp.distributions
 
 def tiny_config(logdir, **overrides):
   config = dreamer.define_config()
-  config.update(dreamer.PRESETS['tiny'])
+  config.update(cli.PRESETS['tiny'])
   config.logdir = pathlib.Path(logdir)
   config.precision = 32
   config.update(overrides)
@@ -71,7 +75,7 @@ def continuous(tmp_path_factory):
 def discrete(tmp_path_factory):
   return make_agent(
       tmp_path_factory.mktemp('discrete'), action_dim=4,
-      **{**dreamer.PRESETS['atari'], 'free_nats': 0.0})
+      **{**cli.PRESETS['atari'], 'free_nats': 0.0})
 
 
 def optimizer_variables(agent):
@@ -247,11 +251,11 @@ class TestCheckpoint:
     with first._strategy.scope():
       first.train(next(first._dataset))
     manager = tf.train.CheckpointManager(
-        first.checkpoint(), tmp_path / 'ckpt', max_to_keep=2)
-    path = dreamer.save_checkpoint(manager, 10)
+        checkpoint.variables(first), tmp_path / 'ckpt', max_to_keep=2)
+    path = checkpoint.save(manager, 10)
     tf.random.set_seed(2)
     second, config = make_agent(tmp_path / 'b')
-    second.restore(path, tmp_path / 'b' / 'episodes')
+    second.load(path)
     # The step is derived from the episodes on disk, not the checkpoint.
     expected_step = dreamer.count_steps(tmp_path / 'b' / 'episodes', config)
     assert int(second._step.numpy()) == expected_step
@@ -273,7 +277,7 @@ class TestCheckpoint:
 
   def test_checkpoint_holds_optimizer_state(self, continuous, tmp_path):
     agent = continuous[0]
-    path = agent.checkpoint().write(str(tmp_path / 'ckpt'))
+    path = checkpoint.variables(agent).write(str(tmp_path / 'ckpt'))
     names = [name for name, _ in tf.train.list_variables(path)]
     for opt in ('model_opt', 'value_opt', 'actor_opt'):
       count = len(getattr(agent, '_' + opt)._variables)
@@ -287,10 +291,10 @@ class TestCheckpoint:
 
 def _all_variables(agent):
   # Every variable reachable from the checkpoint, in a stable order.
-  checkpoint = agent.checkpoint()
+  children = checkpoint.variables(agent)._trackable_children()
   variables = []
-  for name in sorted(checkpoint._trackable_children()):
-    obj = checkpoint._trackable_children()[name]
+  for name in sorted(children):
+    obj = children[name]
     if isinstance(obj, tf.Variable):
       variables.append(obj)
     elif isinstance(obj, dict):
@@ -336,7 +340,7 @@ class TestCommandLine:
     assert '(default: dmc_walker_walk)' in result.stdout
 
   def test_flag_parsing(self):
-    config = dreamer.parse_args([
+    config = cli.parse_args(dreamer.define_config, [
         '--steps', '1e4', '--prefill', '2e3', '--pcont', 'True',
         '--logdir', '~/runs/x', '--action_repeat', '4'])
     assert config.steps == 10000 and config.prefill == 2000
@@ -345,7 +349,7 @@ class TestCommandLine:
     assert config.action_repeat == 4 and isinstance(config.action_repeat, int)
 
   def test_presets_and_explicit_flags_win(self):
-    config = dreamer.parse_args(
+    config = cli.parse_args(dreamer.define_config, 
         ['--preset', 'atari', '--task', 'atari_pong', '--horizon', '12'])
     assert config.action_dist == 'onehot' and config.pcont is True
     assert config.clip_rewards == 'tanh'
@@ -363,9 +367,9 @@ class TestCommandLine:
       (['--rssm_noise', 'none'], 'choose one of: shared, independent'),
   ])
   def test_bad_input_is_refused(self, flags, message, tmp_path):
-    config = dreamer.parse_args(flags + ['--logdir', str(tmp_path / 'x')])
-    with pytest.raises(dreamer.ConfigError, match=message):
-      dreamer.validate(config)
+    config = cli.parse_args(dreamer.define_config, flags + ['--logdir', str(tmp_path / 'x')])
+    with pytest.raises(cli.ConfigError, match=message):
+      cli.validate(config)
     assert not (tmp_path / 'x').exists()
 
 
@@ -375,11 +379,11 @@ class TestPrecision:
     config = dreamer.define_config()
     try:
       config.precision = 32
-      assert dreamer.set_precision(config) == 'float32'
+      assert runtime.set_precision(config) == 'float32'
       config.precision = 16
       expected = ('mixed_float16' if tf.config.list_physical_devices('GPU')
-                  else dreamer.cpu_policy_for_16())
-      assert dreamer.set_precision(config) == expected
+                  else runtime.cpu_policy_for_16())
+      assert runtime.set_precision(config) == expected
       assert prec.global_policy().name == expected
     finally:
       prec.set_global_policy('float32')
@@ -394,10 +398,10 @@ class TestPrecision:
     cpuinfo.write_text(
         f'processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n'
         f'processor\t: 1\nflags\t\t: {flags}\n')
-    assert dreamer.cpu_policy_for_16(cpuinfo) == expected
+    assert runtime.cpu_policy_for_16(cpuinfo) == expected
 
   def test_cpu_policy_without_cpuinfo_is_float32(self, tmp_path):
-    assert dreamer.cpu_policy_for_16(tmp_path / 'missing') == 'float32'
+    assert runtime.cpu_policy_for_16(tmp_path / 'missing') == 'float32'
 
   def test_train_step_under_mixed_bfloat16(self, tmp_path):
     prec.set_global_policy('mixed_bfloat16')
@@ -671,10 +675,10 @@ class TestZeroPrefillAndPretrain:
 
   @pytest.mark.parametrize('flag', ['--prefill', '--pretrain'])
   def test_zero_is_accepted(self, flag, tmp_path):
-    config = dreamer.parse_args(
+    config = cli.parse_args(dreamer.define_config, 
         ['--logdir', str(tmp_path), '--task', 'dmc_cartpole_balance', flag,
          '0'])
-    dreamer.validate(config)  # Raises on a refused value.
+    cli.validate(config)  # Raises on a refused value.
     assert getattr(config, flag[2:]) == 0
 
 
@@ -687,7 +691,7 @@ class TestSchedule:
     agent, config = make_agent(
         logdir, pretrain=3, train_steps=2, train_every=100, log_every=300)
     prefix = str(logdir / 'ckpt')
-    agent.checkpoint().write(prefix)
+    checkpoint.variables(agent).write(prefix)
     return agent, config, logdir, prefix
 
   @staticmethod
@@ -726,7 +730,7 @@ class TestSchedule:
     _, config, logdir, prefix = built
     agent, _ = make_agent(
         tmp_path, pretrain=3, train_steps=2, train_every=100, log_every=300)
-    agent.restore(prefix, tmp_path / 'episodes')
+    agent.load(prefix)
     trace = self.drive(agent, 1, monkeypatch)
     assert trace[0][1] == config.train_steps
 
@@ -822,11 +826,11 @@ class TestEnsureOneEpisode:
     try:
       space = env.action_space
       agent = lambda o, d, _: ([space.sample() for _ in d], None)
-      dreamer.ensure_one_episode(agent, [env], datadir, None)
+      storage.ensure_one_episode(agent, [env], datadir)
       assert tools.count_episodes(datadir) == (1, 50)
       assert 'collecting one random episode' in capsys.readouterr().out
       # A replay that holds an episode is left alone.
-      dreamer.ensure_one_episode(agent, [env], datadir, None)
+      storage.ensure_one_episode(agent, [env], datadir)
       assert tools.count_episodes(datadir) == (1, 50)
     finally:
       env.close()

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 import dreamer
+import runtime
 import tools
 
 MODEL_STEPS = 300
@@ -76,12 +78,12 @@ def learned(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('learning')
   write_episodes(tmp / 'episodes')
   config = dreamer.define_config()
-  config.update(dreamer.PRESETS['tiny'])
+  config.update(cli.PRESETS['tiny'])
   # Faster actor and value than the paper's 8e-5, so that a minute suffices.
   config.update(logdir=tmp, precision=32, batch_size=8, batch_length=16,
                 actor_lr=1e-3, value_lr=1e-3, seed=0)
-  dreamer.set_precision(config)
-  dreamer.set_seed(config.seed)
+  runtime.set_precision(config)
+  runtime.set_seed(config.seed)
   space = gym.spaces.Box(-1, 1, (2,), np.float32)
   writer = tf.summary.create_file_writer(str(tmp))
   agent = dreamer.Dreamer(config, tmp / 'episodes', space, writer)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 import dreamer
 from runs import read_metrics
 from runs import run
@@ -170,12 +171,12 @@ class TestAtari:
 
   def test_presets_compose_in_either_order(self):
     # The two presets set disjoint flags, so neither order loses a value.
-    assert not set(dreamer.PRESETS['atari']) & set(dreamer.PRESETS['tiny'])
-    one = dreamer.parse_args(['--preset', 'atari', 'tiny'])
-    other = dreamer.parse_args(['--preset', 'tiny', 'atari'])
+    assert not set(cli.PRESETS['atari']) & set(cli.PRESETS['tiny'])
+    one = cli.parse_args(dreamer.define_config, ['--preset', 'atari', 'tiny'])
+    other = cli.parse_args(dreamer.define_config, ['--preset', 'tiny', 'atari'])
     assert vars(one) == vars(other)
-    for key, value in {**dreamer.PRESETS['atari'],
-                       **dreamer.PRESETS['tiny']}.items():
+    for key, value in {**cli.PRESETS['atari'],
+                       **cli.PRESETS['tiny']}.items():
       assert getattr(one, key) == value, key
 
   def test_runs_with_one_hot_actions(self, pong):

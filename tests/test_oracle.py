@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import dreamer
+import runtime
 import tools
 
 tfd = tfp.distributions
@@ -91,7 +92,7 @@ def build_agent(tmp_path, meta):
   # The rule gives every element its own noise, as a per-entry sampler draws
   # it; the original's shared draw would broadcast one vector instead.
   config.rssm_noise = 'independent'
-  dreamer.set_precision(config)
+  runtime.set_precision(config)
   datadir = tmp_path / 'episodes'
   length = config.batch_length + 1
   rng = np.random.RandomState(0)

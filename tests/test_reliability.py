@@ -24,7 +24,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoint
+import cli
 import dreamer
+import storage
 import tools
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -270,7 +273,7 @@ class TestKillAndResume:
     assert len(listed) <= 2  # max_to_keep
     reader = tf.train.load_checkpoint(final)
     assert reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE') >= STEPS
-    steps = dreamer.count_steps(logdir / 'episodes', dreamer.parse_args(
+    steps = dreamer.count_steps(logdir / 'episodes', cli.parse_args(dreamer.define_config, 
         list(FLAGS)))
     assert steps >= STEPS
 
@@ -423,7 +426,7 @@ class TestDiskFull:
           reward=np.zeros(40, np.float16))
       episodes = disk / 'episodes'
       saved = []
-      with pytest.raises(tools.WriteError, match='the disk is full') as info:
+      with pytest.raises(storage.WriteError, match='the disk is full') as info:
         for _ in range(100):
           saved += tools.save_episodes(episodes, [episode])
       assert info.value.errno == errno.ENOSPC
@@ -437,12 +440,12 @@ class TestDiskFull:
       manager = tf.train.CheckpointManager(
           tf.train.Checkpoint(v=variable), str(disk / 'checkpoints'),
           max_to_keep=2)
-      first = dreamer.save_checkpoint(manager, 100)
+      first = checkpoint.save(manager, 100)
       contents = {p.name: p.read_bytes()
                   for p in (disk / 'checkpoints').iterdir()}
       variable.assign(tf.ones([150_000]))
-      with pytest.raises(tools.WriteError, match='No space left on device'):
-        dreamer.save_checkpoint(manager, 200)
+      with pytest.raises(storage.WriteError, match='No space left on device'):
+        checkpoint.save(manager, 200)
       assert {p.name: p.read_bytes()
               for p in (disk / 'checkpoints').iterdir()} == contents
       assert manager.latest_checkpoint == first
@@ -519,7 +522,7 @@ for i in range(start + 1, start + 10000):
       assert latest.endswith(f'ckpt-{number}')
       values = reader.get_tensor('values/.ATTRIBUTES/VARIABLE_VALUE')
       assert np.all(values == number)
-      dreamer.remove_partial_checkpoints(directory)
+      checkpoint.remove_partial_checkpoints(directory)
       assert not [n for n in os.listdir(directory) if '_temp' in n]
     # Most kills land inside a save, as saves are back to back.
     print(f'{interrupted} of 5 kills interrupted a save')
@@ -531,20 +534,9 @@ class TestRestoreFallback:
 
   @staticmethod
   def agent(size):
+    # What main() checkpoints of the Dreamer agent: its variables.
     variable = tf.Variable(tf.zeros([size]))
-
-    class Agent:
-      # What main() uses of the Dreamer agent, with its restore checks.
-
-      def checkpoint(self):
-        return tf.train.Checkpoint(v=variable)
-
-      def restore(self, path, datadir):
-        del datadir
-        status = self.checkpoint().read(path)
-        status.assert_existing_objects_matched().expect_partial()
-
-    return Agent(), variable
+    return tf.train.Checkpoint(v=variable), variable
 
   @staticmethod
   def damage(prefix):
@@ -554,30 +546,30 @@ class TestRestoreFallback:
   def test_falls_back_to_the_older_checkpoint(self, tmp_path, capsys):
     agent, variable = self.agent(1000)
     manager = tf.train.CheckpointManager(
-        agent.checkpoint(), str(tmp_path), max_to_keep=2)
+        agent, str(tmp_path), max_to_keep=2)
     variable.assign(tf.fill([1000], 1.0))
-    older = dreamer.save_checkpoint(manager, 1)
+    older = checkpoint.save(manager, 1)
     variable.assign(tf.fill([1000], 2.0))
-    latest = dreamer.save_checkpoint(manager, 2)
+    latest = checkpoint.save(manager, 2)
     self.damage(latest)
     variable.assign(tf.zeros([1000]))
     manager = tf.train.CheckpointManager(  # As on a restart.
-        agent.checkpoint(), str(tmp_path), max_to_keep=2)
-    assert dreamer.restore_latest(agent, manager, None) == older
+        agent, str(tmp_path), max_to_keep=2)
+    assert checkpoint.restore_latest(manager) == older
     assert np.all(variable.numpy() == 1.0)
     assert f'Could not read the checkpoint {latest}' in capsys.readouterr().out
     # With every checkpoint damaged, the run refuses to start afresh.
     self.damage(older)
-    with pytest.raises(dreamer.CheckpointError, match='None of the'):
-      dreamer.restore_latest(agent, manager, None)
+    with pytest.raises(checkpoint.CheckpointError, match='None of the'):
+      checkpoint.restore_latest(manager)
 
   def test_checkpoint_of_another_model_is_refused(self, tmp_path):
     agent, _ = self.agent(1000)
     manager = tf.train.CheckpointManager(
-        agent.checkpoint(), str(tmp_path), max_to_keep=2)
-    dreamer.save_checkpoint(manager, 1)
+        agent, str(tmp_path), max_to_keep=2)
+    checkpoint.save(manager, 1)
     other, _ = self.agent(10)
     manager = tf.train.CheckpointManager(
-        other.checkpoint(), str(tmp_path), max_to_keep=2)
-    with pytest.raises(dreamer.CheckpointError, match='Were model flags'):
-      dreamer.restore_latest(other, manager, None)
+        other, str(tmp_path), max_to_keep=2)
+    with pytest.raises(checkpoint.CheckpointError, match='Were model flags'):
+      checkpoint.restore_latest(manager)

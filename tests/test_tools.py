@@ -11,6 +11,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorboard.backend.event_processing import event_accumulator
 
+import progress
+import storage
 import tools
 
 tfd = tfp.distributions
@@ -387,7 +389,7 @@ class TestEpisodeStorage:
   def test_remove_partial_files(self, tmp_path):
     (tmp_path / '.x-1-10.npz.tmp').write_bytes(b'partial')
     keep, = tools.save_episodes(tmp_path, [make_episode(10)])
-    removed = tools.remove_partial_files(tmp_path)
+    removed = storage.remove_partial_files(tmp_path)
     assert [p.name for p in removed] == ['.x-1-10.npz.tmp']
     assert sorted(tmp_path.iterdir()) == [keep]
 
@@ -436,20 +438,21 @@ class TestSimulate:
     state = tools.simulate(agent, envs, steps=2, state=state)
     assert state[-1] == 4  # The agent state was carried over.
 
-  def test_stop_is_checked_between_steps(self):
+  def test_stop_is_checked_between_steps(self, monkeypatch):
     envs = [CountingEnv(100)]
     count = [0]
 
     def stop():
       if count[0] == 3:
-        raise tools.Interrupted(signal.SIGTERM)
+        raise progress.Interrupted(signal.SIGTERM)
 
     def agent(obs, done, state):
       count[0] += 1
       return np.zeros((1, 1)), None
 
-    with pytest.raises(tools.Interrupted):
-      tools.simulate(agent, envs, steps=50, stop=stop)
+    monkeypatch.setattr(progress, 'poll', stop)
+    with pytest.raises(progress.Interrupted):
+      tools.simulate(agent, envs, steps=50)
     assert count[0] == 3
 
 
@@ -487,12 +490,12 @@ class TestProgress:
       updates[0] += 2
       return np.zeros((len(reset), 1)), state
 
-    progress = tools.Progress(
+    status = progress.Progress(
         agent, 'train', 100, 1100, 2, updates=lambda: updates[0], every=30,
         clock=lambda: now[0], out=out)
     for _ in range(10):
       now[0] += 4.0
-      progress({}, np.zeros(1, bool))
+      status({}, np.zeros(1, bool))
     # After 32 s: 8 calls, 16 frames, 16 updates, 500 frames to go at 0.5/s.
     line, = out.getvalue().strip().splitlines()
     assert line.startswith('[train] frames 116/1100 | 0.5 fps | 0.50 updates/s')
@@ -504,11 +507,11 @@ class TestPhaseProgress:
   def test_prints_updates_rate_and_eta_at_most_every_interval(self):
     now = [0.0]
     out = io.StringIO()
-    progress = tools.PhaseProgress(
+    status = progress.PhaseProgress(
         100, every=30, clock=lambda: now[0], out=out)
     for done in range(1, 101):
       now[0] = 8.0 * done  # 8 s per update.
-      progress(done)
+      status(done)
     lines = out.getvalue().splitlines()
     # One line per 30 s (every 4 updates), none for the finished phase.
     assert len(lines) == 24
@@ -517,9 +520,9 @@ class TestPhaseProgress:
 
   def test_silent_in_a_short_phase(self):
     out = io.StringIO()
-    progress = tools.PhaseProgress(5, every=30, clock=lambda: 0.0, out=out)
+    status = progress.PhaseProgress(5, every=30, clock=lambda: 0.0, out=out)
     for done in range(1, 6):
-      progress(done)
+      status(done)
     assert out.getvalue() == ''
 
 
@@ -529,10 +532,10 @@ class TestGracefulStop:
   def test_signal_sets_flag_and_check_raises(self, signum):
     previous = signal.getsignal(signum)
     try:
-      stop = tools.GracefulStop(signums=(signum,))
+      stop = progress.GracefulStop(signums=(signum,))
       stop()  # Nothing received yet.
       os.kill(os.getpid(), signum)
-      with pytest.raises(tools.Interrupted) as info:
+      with pytest.raises(progress.Interrupted) as info:
         stop()
       assert info.value.signum == signum
       # A second signal stops at once instead of waiting for the step.

@@ -1,0 +1,193 @@
+"""Where a run stands, and how it stops.
+
+Status lines for long phases (collection and training), SIGINT and SIGTERM
+turned into a stop between whole steps, and the check that stops a run whose
+losses diverged before anything is checkpointed.
+"""
+
+import math
+import os
+import signal
+import sys
+import time
+
+
+class Progress:
+  """Wraps an agent for simulate() and prints where a long phase stands."""
+
+  def __init__(
+      self, agent, label, start, total, action_repeat, updates=lambda: 0,
+      every=None, clock=time.time, out=None):
+    self._agent = agent
+    self._label = label
+    self._frames = start
+    self._total = total
+    self._repeat = action_repeat
+    self._updates = updates
+    self._every = status_every() if every is None else every
+    self._clock = clock
+    self._out = out
+    self._begin = (clock(), start)
+    self._last = (clock(), start, updates())
+
+  def __call__(self, obs, reset, state=None):
+    result = self._agent(obs, reset, state)
+    self._frames += len(reset) * self._repeat
+    now = self._clock()
+    if now - self._last[0] >= self._every:
+      self._report(now)
+    return result
+
+  def _report(self, now):
+    last_time, last_frames, last_updates = self._last
+    updates = self._updates()
+    duration = max(now - last_time, 1e-9)
+    fps = (self._frames - last_frames) / duration
+    ups = (updates - last_updates) / duration
+    overall = (self._frames - self._begin[1]) / max(now - self._begin[0], 1e-9)
+    remaining = max(self._total - self._frames, 0)
+    eta = format_duration(remaining / overall) if overall > 0 else '?'
+    print(
+        f'[{self._label}] frames {self._frames}/{self._total} | '
+        f'{fps:.1f} fps | {ups:.2f} updates/s | ETA {eta}',
+        file=self._out or sys.stdout, flush=True)
+    self._last = (now, self._frames, updates)
+
+
+class PhaseProgress:
+  """Status lines within a long training phase: updates, s/update, ETA."""
+
+  def __init__(self, total, every=None, clock=time.time, out=None):
+    self._total = total
+    self._every = status_every() if every is None else every
+    self._clock = clock
+    self._out = out
+    self._begin = self._last = clock()
+
+  def __call__(self, done):
+    now = self._clock()
+    if now - self._last < self._every or done >= self._total:
+      return
+    per = (now - self._begin) / max(done, 1)
+    print(
+        f'[training] updates {done}/{self._total} | {per:.2f} s/update | '
+        f'ETA {format_duration(per * (self._total - done))}',
+        file=self._out or sys.stdout, flush=True)
+    self._last = now
+
+
+def status_every():
+  # Seconds between status lines; DREAMER_STATUS_EVERY changes it (the
+  # end-to-end tests use 1 s, since their phases may be shorter than 30 s).
+  return float(os.environ.get('DREAMER_STATUS_EVERY', 30))
+
+
+def format_duration(seconds):
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}:{minutes:02d}:{seconds:02d}'
+
+
+class Phase:
+  """One training phase: status lines, a stop between updates, and the check
+  that its losses stayed finite (at its end and before a stop, so that a
+  diverged agent is never checkpointed)."""
+
+  updates = 0  # All updates of this process, for the collection's status.
+
+  def __init__(self, total, step):
+    self._progress = PhaseProgress(total)
+    self._total = total
+    self._step = step
+    self._losses = []
+
+  def update(self, losses):
+    # Losses are read once per phase, not per update: reading forces a sync.
+    self._losses.append(losses)
+    Phase.updates += 1
+    self._progress(len(self._losses))
+    if len(self._losses) == self._total or stop_requested():
+      check_finite(self._losses, self._step)
+    poll()
+
+
+def check_finite(losses, step):
+  for name, value in (item for l in losses for item in l.items()):
+    if not math.isfinite(float(value)):
+      raise NonFiniteLoss(
+          f'The {name} loss became {float(value)} at step {step}. The run '
+          'stopped without saving, so the last checkpoint is the last good '
+          'one. Lower the learning rates or check the data.')
+
+
+class NonFiniteLoss(Exception):
+  pass
+
+
+class Interrupted(Exception):
+  """Raised between whole steps after SIGINT or SIGTERM."""
+
+  def __init__(self, signum):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+
+
+class GracefulStop:
+  """Turns SIGINT and SIGTERM into a flag that loops check between steps.
+
+  A step that is under way (an environment step, a train step, a save) is
+  never cut in half; a second signal stops at once.
+  """
+
+  def __init__(self, signums=(signal.SIGINT, signal.SIGTERM)):
+    self.signum = None
+    for signum in signums:
+      signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame):
+    if self.signum is not None:
+      raise KeyboardInterrupt(f'Second {signal.Signals(signum).name}.')
+    self.signum = signum
+    name = signal.Signals(signum).name
+    print(f'Received {name}: stopping after the current step.', flush=True)
+
+  def __call__(self):
+    if self.signum is not None:
+      raise Interrupted(self.signum)
+
+
+# The handler of this process, once install() has set one up.
+_STOP = None
+_AT_STOP = []
+
+
+def install(*at_stop_fns):
+  """Handles SIGINT and SIGTERM from now on; poll() then stops the loops.
+
+  The functions are run on such a stop, as are those given to at_stop().
+  """
+  global _STOP
+  _STOP = GracefulStop()
+  _AT_STOP[:] = at_stop_fns
+
+
+def poll():
+  """Raises Interrupted once a signal arrived; called between whole steps."""
+  if _STOP:
+    _STOP()
+
+
+def stop_requested():
+  return bool(_STOP and _STOP.signum is not None)
+
+
+def at_stop(fn):
+  """Runs fn (e.g. a checkpoint save) when the run stops on a signal."""
+  _AT_STOP.append(fn)
+
+
+def stopped():
+  """Runs what at_stop() registered; the caller then reports the stop."""
+  while _AT_STOP:
+    _AT_STOP.pop(0)()
