@@ -1,12 +1,14 @@
-"""Bounded-memory replay: episodes read from an uncompressed cache on disk.
+"""Bounded-memory replay: episodes mapped from an uncompressed cache on disk.
 
 The original keeps every episode it has loaded decompressed in memory: about
 30 GB of images at the paper's 5M frames. Here each compressed episode file
-`<name>.npz` gets, on first use, an uncompressed copy of its arrays in
-`.cache/<name>/<key>.npy` beside it, and the replay keeps only their shapes.
-A sampled chunk reads just its rows from that copy, so the process's own
-memory holds the chunks in flight, and the operating system's page cache,
-which it can evict, holds the rest.
+`<name>.npz` gets, on first use, an uncompressed copy of its arrays in one
+file, `.cache/<name>/data.bin`, beside it, and the replay keeps only their
+shapes. The copy is memory-mapped when first sampled, and a sampled chunk is
+a view of the mapping: the process's anonymous memory holds only the chunks
+in flight, and the operating system's page cache, which it can evict, holds
+the rest. A mapping holds no file descriptor, and at most MAX_MAPPED files
+are mapped at once (the least recently used is dropped first).
 
 The copy is written to a temporary folder and renamed into place, so a kill
 leaves either no copy or a whole one. It records the size and time of the
@@ -14,16 +16,36 @@ leaves either no copy or a whole one. It records the size and time of the
 be read: the `.npz` files stay the only record that counts.
 """
 
+import collections
+import ctypes
 import json
+import mmap
 import os
 import pathlib
 import shutil
 import uuid
+import weakref
 
 import numpy as np
 
 CACHE = '.cache'
 SOURCE = 'source.json'
+DATA = 'data.bin'
+FORMAT = 2  # One data file per episode; format 1 had one .npy per key.
+ALIGN = 64  # Each entry starts at a multiple of this many bytes.
+
+
+def _max_mapped():
+  # A quarter of the kernel's limit on mappings per process, which the rest
+  # of the process (TensorFlow, its libraries) shares.
+  try:
+    with open('/proc/sys/vm/max_map_count') as f:
+      return max(int(f.read()) // 4, 64)
+  except (OSError, ValueError):
+    return 4096
+
+
+MAX_MAPPED = _max_mapped()
 
 
 class Array:
@@ -33,43 +55,74 @@ class Array:
     self.path = path
     self.shape = tuple(shape)
     self.dtype = np.dtype(dtype)
-    self.offset = offset  # Of the data in the .npy file, after its header.
+    self.offset = offset  # Of the entry's first byte in the data file.
 
   def __len__(self):
     return self.shape[0]
 
   def __getitem__(self, index):
-    # Read just the rows asked for and close the file again: no file stays
-    # open, however many episodes there are.
-    if isinstance(index, slice) and index.step in (None, 1):
-      start, stop, _ = index.indices(self.shape[0])
-      rows = max(stop - start, 0)
-      size = int(np.prod(self.shape[1:], dtype=np.int64))
-      data = np.empty((rows,) + self.shape[1:], self.dtype)
-      offset = self.offset + start * size * self.dtype.itemsize
-      read_into(self.path, memoryview(data).cast('B'), offset)
-      return data
-    return np.array(np.load(self.path, mmap_mode='r')[index])
+    # A view of the mapped file: no copy until TensorFlow batches it.
+    return self._view()[index]
 
   def __array__(self, dtype=None, copy=None):
-    value = np.load(self.path)
+    value = np.array(self._view())
     return value if dtype is None else value.astype(dtype)
 
   def astype(self, dtype):
     return np.asarray(self, dtype)
 
+  def _view(self):
+    size = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+    data = mapped(self.path)[self.offset:self.offset + size]
+    return data.view(self.dtype).reshape(self.shape)
 
-def read_into(path, buffer, offset):
+
+_MAPPED = collections.OrderedDict()  # Path to its mapping, oldest use first.
+
+
+def mapped(path):
+  """The file's bytes as a read-only uint8 array backed by a shared mapping."""
+  key = str(path)
+  if key in _MAPPED:
+    _MAPPED.move_to_end(key)
+    return _MAPPED[key]
+  while len(_MAPPED) >= MAX_MAPPED:
+    _MAPPED.popitem(last=False)  # Unmapped once no chunk views it any more.
+  _MAPPED[key] = array = _map(key)
+  return array
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+    ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _map(path):
+  # mmap(2) directly rather than Python's mmap module, which keeps a
+  # duplicate of the file descriptor per mapping: thousands of episodes
+  # would exhaust the process's descriptors.
   fd = os.open(path, os.O_RDONLY)
   try:
-    done = 0
-    while done < len(buffer):
-      count = os.preadv(fd, [buffer[done:]], offset + done)
-      if not count:
-        raise OSError(f'{path} ends before the rows asked for.')
-      done += count
+    size = os.fstat(fd).st_size
+    if not size:
+      return np.zeros(0, np.uint8)
+    address = _libc.mmap(
+        None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+      error = ctypes.get_errno()
+      raise OSError(error, f'Cannot map {path}: {os.strerror(error)}')
   finally:
     os.close(fd)
+  buffer = (ctypes.c_ubyte * size).from_address(address)
+  # Views of the array keep the buffer alive, so the mapping goes with the
+  # last view, never under one.
+  weakref.finalize(buffer, _libc.munmap, address, size)
+  array = np.frombuffer(buffer, np.uint8)
+  array.flags.writeable = False
+  return array
 
 
 def load(filename):
@@ -119,17 +172,20 @@ def read_cache(folder, filename):
   try:
     source = json.loads((folder / SOURCE).read_text())
     stat = filename.stat()
-    if source['size'] != stat.st_size or source['mtime'] != stat.st_mtime_ns:
+    if source.get('format') != FORMAT or source['size'] != stat.st_size or (
+        source['mtime'] != stat.st_mtime_ns):
       return None
-    episode = {}
-    for key in source['keys']:
-      array = np.load(folder / f'{key}.npy', mmap_mode='r')
-      if not array.flags.c_contiguous:
+    path = folder / DATA
+    if path.stat().st_size != source['bytes']:
+      return None  # Truncated: reading past its end would crash the process.
+    episode = {
+        key: Array(path, entry['shape'], entry['dtype'], entry['offset'])
+        for key, entry in source['keys'].items()}
+    for array in episode.values():
+      end = array.offset + array.dtype.itemsize * int(np.prod(array.shape))
+      if array.offset % ALIGN or end > source['bytes']:
         return None
-      episode[key] = Array(
-          folder / f'{key}.npy', array.shape, array.dtype, array.offset)
-      del array
-  except (OSError, ValueError, KeyError, TypeError):
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return None
   lengths = {len(value) for value in episode.values()}
   return episode if len(lengths) == 1 else None
@@ -141,9 +197,19 @@ def build_cache(folder, filename):
   temp = folder.parent / f'.{folder.name}.{uuid.uuid4().hex}.tmp'
   temp.mkdir(parents=True)
   try:
-    for key, value in data.items():
-      np.save(temp / f'{key}.npy', value)
-    source = dict(size=stat.st_size, mtime=stat.st_mtime_ns, keys=list(data))
+    keys, offset = {}, 0
+    with (temp / DATA).open('wb') as f:
+      for key, value in data.items():
+        value = np.ascontiguousarray(value)
+        f.write(bytes(-offset % ALIGN))
+        offset += -offset % ALIGN
+        keys[key] = dict(
+            shape=list(value.shape), dtype=value.dtype.str, offset=offset)
+        f.write(value.tobytes())
+        offset += value.nbytes
+    source = dict(
+        format=FORMAT, size=stat.st_size, mtime=stat.st_mtime_ns,
+        bytes=offset, keys=keys)
     (temp / SOURCE).write_text(json.dumps(source))
     try:
       os.rename(temp, folder)

@@ -116,6 +116,54 @@ class TestMemory:
     assert len(os.listdir('/proc/self/fd')) <= before + 1
 
 
+class TestMappings:
+
+  @staticmethod
+  def mapped_files():
+    with open('/proc/self/maps') as f:
+      return sum(line.rstrip().endswith('/data.bin') for line in f)
+
+  def test_at_most_max_mapped_and_views_outlive_them(
+      self, tmp_path, monkeypatch):
+    paths = write(tmp_path, 8, 20)
+    monkeypatch.setattr(replay, 'MAX_MAPPED', 3)
+    monkeypatch.setattr(replay, '_MAPPED', replay.collections.OrderedDict())
+    loader = tools.load_episodes(tmp_path, 100, 5, seed=0)
+    chunks = take(loader, 40)
+    assert len(replay._MAPPED) <= 3
+    # Chunks whose mapping was dropped still read their episode's data.
+    images = [eager(p)['image'] for p in paths]
+    for chunk in chunks:
+      assert any(
+          np.array_equal(chunk['image'], image[i:i + 5])
+          for image in images for i in range(16))
+    del chunks, loader
+    gc.collect()
+    assert self.mapped_files() <= 3
+
+  def test_mapping_holds_no_file_descriptor(self, tmp_path):
+    paths = write(tmp_path, 5, 10)
+    before = len(os.listdir('/proc/self/fd'))
+    episodes = [replay.load(p) for p in paths]
+    views = [e['image'][2:4] for e in episodes]
+    assert len(os.listdir('/proc/self/fd')) == before
+    assert all(not v.flags.writeable for v in views)
+
+  def test_cache_of_the_per_key_format_is_rebuilt(self, tmp_path):
+    (path,) = write(tmp_path, 1, 12)
+    folder = path.parent / replay.CACHE / path.stem
+    folder.mkdir(parents=True)
+    stat = path.stat()
+    for key, value in eager(path).items():  # As the first version wrote it.
+      np.save(folder / f'{key}.npy', value)
+    (folder / replay.SOURCE).write_text(replay.json.dumps(dict(
+        size=stat.st_size, mtime=stat.st_mtime_ns, keys=['image'])))
+    episode = replay.load(path)
+    np.testing.assert_array_equal(episode['image'][:], eager(path)['image'])
+    assert sorted(p.name for p in folder.iterdir()) == [
+        'data.bin', 'source.json']
+
+
 class TestCrashSafety:
 
   def _cache(self, path):
@@ -126,19 +174,18 @@ class TestCrashSafety:
     replay.load(path)
     folder = self._cache(path)
     files = sorted(p.name for p in folder.iterdir())
-    assert files == ['action.npy', 'discount.npy', 'image.npy', 'reward.npy',
-                     'source.json']
-    stamp = (folder / 'image.npy').stat().st_mtime_ns
+    assert files == ['data.bin', 'source.json']
+    stamp = (folder / 'data.bin').stat().st_mtime_ns
     replay.load(path)
-    assert (folder / 'image.npy').stat().st_mtime_ns == stamp
+    assert (folder / 'data.bin').stat().st_mtime_ns == stamp
     # The replay's own files are not episodes.
     assert tools.count_episodes(tmp_path) == (1, 11)
 
   def test_truncated_cache_is_rebuilt(self, tmp_path):
     (path,) = write(tmp_path, 1, 12)
     replay.load(path)
-    image = self._cache(path) / 'image.npy'
-    image.write_bytes(image.read_bytes()[:-100])
+    data = self._cache(path) / 'data.bin'
+    data.write_bytes(data.read_bytes()[:-100])
     episode = replay.load(path)
     np.testing.assert_array_equal(episode['image'][:], eager(path)['image'])
 
@@ -155,7 +202,7 @@ class TestCrashSafety:
     (path,) = write(tmp_path, 1, 12)
     partial = path.parent / replay.CACHE / f'.{path.stem}.0123.tmp'
     partial.mkdir(parents=True)
-    (partial / 'image.npy').write_bytes(b'\x93NUMPY')  # A write cut short.
+    (partial / 'data.bin').write_bytes(b'\x00' * 10)  # A write cut short.
     episode = replay.load(path)  # Built anew; the partial one is ignored.
     np.testing.assert_array_equal(episode['reward'][:], eager(path)['reward'])
     assert replay.remove_partial_caches(tmp_path) == [partial]
