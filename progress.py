@@ -90,9 +90,11 @@ def format_duration(seconds):
 
 
 class Phase:
-  """One training phase: status lines, a stop between updates, and the check
-  that its losses stayed finite (at its end and before a stop, so that a
-  diverged agent is never checkpointed)."""
+  """One training phase: status lines, stops, and the check for divergence.
+
+  The losses are checked at the end of the phase and before a stop between
+  updates, so that a diverged agent is never checkpointed.
+  """
 
   updates = 0  # All updates of this process, for the collection's status.
 
