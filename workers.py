@@ -103,7 +103,7 @@ def construct(ctor, parent_pid):
 
 
 def next_message(conn, parent_pid):
-  """In the worker: waits for a request; (None, None) once the parent is gone."""
+  """In the worker: the next request; (None, None) once the parent is gone."""
   try:
     while not conn.poll(0.5):
       # The pipe reports EOF when the parent dies, unless a grandchild kept a

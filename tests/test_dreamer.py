@@ -1,9 +1,6 @@
 import json
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -19,7 +16,6 @@ import runtime
 import storage
 import tools
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 tfd = tfp.distributions
 
 
@@ -326,53 +322,6 @@ class TestPreprocess:
     assert dreamer.count_steps(tmp_path / 'episodes', config) == 2 * 20 * 2
 
 
-class TestCommandLine:
-
-  def test_help_lists_every_flag_with_default(self):
-    result = subprocess.run(
-        [sys.executable, 'dreamer.py', '--help'], cwd=ROOT,
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, 'COLUMNS': '200'})
-    assert result.returncode == 0, result.stderr
-    for key, value in dreamer.define_config().items():
-      assert f'--{key}' in result.stdout, key
-    assert '(default: 5000000.0)' in result.stdout
-    assert '(default: dmc_walker_walk)' in result.stdout
-
-  def test_flag_parsing(self):
-    config = cli.parse_args(dreamer.define_config, [
-        '--steps', '1e4', '--prefill', '2e3', '--pcont', 'True',
-        '--logdir', '~/runs/x', '--action_repeat', '4'])
-    assert config.steps == 10000 and config.prefill == 2000
-    assert config.pcont is True
-    assert config.logdir == pathlib.Path('~/runs/x').expanduser()
-    assert config.action_repeat == 4 and isinstance(config.action_repeat, int)
-
-  def test_presets_and_explicit_flags_win(self):
-    config = cli.parse_args(dreamer.define_config, 
-        ['--preset', 'atari', '--task', 'atari_pong', '--horizon', '12'])
-    assert config.action_dist == 'onehot' and config.pcont is True
-    assert config.clip_rewards == 'tanh'
-    assert config.horizon == 12
-
-  @pytest.mark.parametrize('flags, message', [
-      (['--precision', '8'], '--precision 8 is not valid; choose one of: 16, 32'),
-      (['--parallel', 'gpu'], 'choose one of: none, thread, process'),
-      (['--batch_size', '0'], '--batch_size must be positive'),
-      (['--batch_length', '600'], 'longer than an episode can be'),
-      (['--task', 'dmc_walker_fly'], 'walker_walk'),
-      (['--task', 'gym_cartpole'], 'Unknown suite "gym"'),
-      (['--prefill', '-1'], '--prefill must be 0 or more'),
-      (['--pretrain', '-5'], '--pretrain must be 0 or more'),
-      (['--rssm_noise', 'none'], 'choose one of: shared, independent'),
-  ])
-  def test_bad_input_is_refused(self, flags, message, tmp_path):
-    config = cli.parse_args(dreamer.define_config, flags + ['--logdir', str(tmp_path / 'x')])
-    with pytest.raises(cli.ConfigError, match=message):
-      cli.validate(config)
-    assert not (tmp_path / 'x').exists()
-
-
 class TestPrecision:
 
   def test_policy_for_each_precision(self):
@@ -675,7 +624,8 @@ class TestZeroPrefillAndPretrain:
 
   @pytest.mark.parametrize('flag', ['--prefill', '--pretrain'])
   def test_zero_is_accepted(self, flag, tmp_path):
-    config = cli.parse_args(dreamer.define_config, 
+    config = cli.parse_args(
+        dreamer.define_config,
         ['--logdir', str(tmp_path), '--task', 'dmc_cartpole_balance', flag,
          '0'])
     cli.validate(config)  # Raises on a refused value.

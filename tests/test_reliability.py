@@ -273,8 +273,8 @@ class TestKillAndResume:
     assert len(listed) <= 2  # max_to_keep
     reader = tf.train.load_checkpoint(final)
     assert reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE') >= STEPS
-    steps = dreamer.count_steps(logdir / 'episodes', cli.parse_args(dreamer.define_config, 
-        list(FLAGS)))
+    config = cli.parse_args(dreamer.define_config, list(FLAGS))
+    steps = dreamer.count_steps(logdir / 'episodes', config)
     assert steps >= STEPS
 
 
