@@ -150,7 +150,8 @@ class TestMappings:
     prefetch = replay.prefetch
     monkeypatch.setattr(replay, 'prefetch', lambda view: asked.append(
         (view.__array_interface__['data'][0], view.nbytes, prefetch(view))))
-    chunk = episode['image'][7:19]  # Starts inside a page.
+    chunk = episode['reward'][7:19]  # Starts inside a page.
+    assert chunk.__array_interface__['data'][0] % 4096
     start, size, result = asked[0]
     assert (start, size) == (chunk.__array_interface__['data'][0],
                              chunk.nbytes)
