@@ -56,6 +56,7 @@ class Array:
     self.shape = tuple(shape)
     self.dtype = np.dtype(dtype)
     self.offset = offset  # Of the entry's first byte in the data file.
+    self.nbytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
 
   def __len__(self):
     return self.shape[0]
@@ -75,8 +76,7 @@ class Array:
     return np.asarray(self, dtype)
 
   def _view(self):
-    size = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
-    data = mapped(self.path)[self.offset:self.offset + size]
+    data = mapped(self.path)[self.offset:self.offset + self.nbytes]
     return data.view(self.dtype).reshape(self.shape)
 
 
@@ -199,7 +199,7 @@ def read_cache(folder, filename):
         key: Array(path, entry['shape'], entry['dtype'], entry['offset'])
         for key, entry in source['keys'].items()}
     for array in episode.values():
-      end = array.offset + array.dtype.itemsize * int(np.prod(array.shape))
+      end = array.offset + array.nbytes
       if array.offset % ALIGN or end > source['bytes']:
         return None
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
