@@ -528,11 +528,15 @@ for i in range(start + 1, start + 10000):
       process = subprocess.Popen(
           [sys.executable, '-c', self.SCRIPT, str(directory), '4000000',
            stage], stdout=subprocess.PIPE, text=True)
-      assert process.stdout.readline() == 'ready\n'
-      if stage == 'none':
-        time.sleep(0.3 + 0.137 * attempt)  # Staggered moments.
-        process.kill()
-      assert process.wait(timeout=120) == -signal.SIGKILL
+      try:
+        assert process.stdout.readline() == 'ready\n'
+        if stage == 'none':
+          time.sleep(0.3 + 0.137 * attempt)  # Staggered moments.
+          process.kill()
+        assert process.wait(timeout=120) == -signal.SIGKILL
+      finally:
+        process.kill()  # A placed kill that never came leaves no process.
+        process.wait()
       listed = tf.train.get_checkpoint_state(str(directory))
       listed = {os.path.basename(p) for p in
                 listed.all_model_checkpoint_paths}
