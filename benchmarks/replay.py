@@ -21,7 +21,9 @@ the whole .npz), measured only up to --old_max steps, where it still fits.
   python benchmarks/replay.py --sizes 50000 --batches 10   # a quick run
 
 Distinct episodes are few (--distinct); the rest are copies under new names,
-which the replay treats as separate episodes with their own cache files.
+which the replay treats as separate episodes with their own cache files. A
+folder filled for a larger size by an earlier invocation serves a smaller one
+through a folder of links to its first episodes.
 """
 
 import argparse
@@ -67,6 +69,8 @@ def fill(folder, steps, distinct, seed=0):
   import tools
   folder.mkdir(parents=True, exist_ok=True)
   have = sorted(folder.glob('*.npz'))
+  if len(have) * (LENGTH - 1) > steps:
+    raise ValueError(f'{folder} holds more than {steps} steps; use subset().')
   random = np.random.RandomState(seed)
   while len(have) < min(distinct, steps // (LENGTH - 1)):
     have += tools.save_episodes(folder, [synthetic_episode(random)])
@@ -78,6 +82,27 @@ def fill(folder, steps, distinct, seed=0):
     have.append(target)
     index += 1
   return sum(p.stat().st_size for p in have)
+
+
+def subset(folder, steps):
+  """A folder of links to the first episodes of `folder` and their caches.
+
+  So that one filled folder serves every smaller size without copying or
+  rebuilding the cache (the cache checks the size and time of the .npz a
+  link points to).
+  """
+  sys.path.insert(0, str(ROOT))
+  import replay
+  view = folder.parent / f'subset-{steps}'
+  shutil.rmtree(view, ignore_errors=True)
+  (view / replay.CACHE).mkdir(parents=True)
+  episodes = sorted(folder.glob('*.npz'))[:steps // (LENGTH - 1)]
+  for path in episodes:
+    (view / path.name).symlink_to(path)
+    cache = folder / replay.CACHE / path.stem
+    if cache.exists():
+      (view / replay.CACHE / path.stem).symlink_to(cache)
+  return view
 
 
 def worker(spec):
@@ -123,7 +148,10 @@ def measure(folder, mode, batches, timeout):
 
 
 def disk(folder):
-  return sum(p.stat().st_size for p in folder.rglob('*') if p.is_file())
+  # Follows the links of a subset() folder.
+  return sum(os.stat(os.path.join(root, name)).st_size
+             for root, _, names in os.walk(folder, followlinks=True)
+             for name in names)
 
 
 def main():
@@ -153,8 +181,15 @@ def main():
   print('| steps | replay | first batch (s) | batches/s | RssAnon (GiB) | '
         'disk (GB) |')
   print('|---:|---|---:|---:|---:|---:|')
+  base = folder
   for steps in sorted(args.sizes):
-    packed = fill(folder, steps, args.distinct)
+    if len(list(base.glob('*.npz'))) * (LENGTH - 1) > steps:
+      # Filled for a larger size by an earlier invocation.
+      folder = subset(base, steps)
+      packed = sum(p.stat().st_size for p in folder.glob('*.npz'))
+    else:
+      folder = base
+      packed = fill(folder, steps, args.distinct)
     modes = ['old', 'ours'] if steps <= args.old_max else ['ours']
     for mode in modes:
       result = measure(folder, mode, args.batches, args.timeout)
