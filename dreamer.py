@@ -390,9 +390,9 @@ def load_dataset(directory, config):
   signature = {
       k: tf.TensorSpec((None,) + v.shape[1:], v.dtype)
       for k, v in episode.items()}
-  generator = lambda: map(replay.widen, replay.ahead(tools.load_episodes(
+  generator = lambda: map(replay.widen, tools.load_episodes(
       directory, config.train_steps, config.batch_length,
-      config.dataset_balance, config.seed), config.batch_size))
+      config.dataset_balance, config.seed))
   dataset = tf.data.Dataset.from_generator(
       generator, output_signature=signature)
   dataset = dataset.batch(config.batch_size, drop_remainder=True)

@@ -297,24 +297,6 @@ def _length(filename):
     return 0
 
 
-def ahead(chunks, count):
-  """Yields the chunks of a generator as they come, but takes each `count`
-  chunks before it is yielded.
-
-  Taking a chunk slices it, which asks the kernel to read its pages
-  (`prefetch`); taking it early lets that read overlap with the work on the
-  chunks before it, instead of the consumer waiting on the disk when it
-  copies the chunk. The order and content stay the same.
-  """
-  queue = collections.deque()
-  for chunk in chunks:
-    queue.append(chunk)
-    if len(queue) > count:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
-
-
 def widen(episode):
   # Stored float16 entries become float32 before TensorFlow sees them, which
   # preprocess does anyway: no op then takes float16 on a CPU, where oneDNN

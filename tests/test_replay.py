@@ -158,23 +158,6 @@ class TestMappings:
     assert result == 0  # madvise accepted the page-aligned range.
     assert prefetch(episode['image'][3:3]) == 0
 
-  def test_ahead_reads_later_chunks_first_and_keeps_the_order(
-      self, tmp_path, monkeypatch):
-    write(tmp_path, 4, 30, size=64)
-    plain = take(tools.load_episodes(tmp_path, 5, 6, seed=3), 25)
-    asked = []
-    prefetch = replay.prefetch
-    monkeypatch.setattr(replay, 'prefetch', lambda view: asked.append(
-        view.__array_interface__['data'][0]) or prefetch(view))
-    chunks = replay.ahead(tools.load_episodes(tmp_path, 5, 6, seed=3), 4)
-    for index in range(25):
-      chunk = next(chunks)
-      for key in chunk:
-        np.testing.assert_array_equal(chunk[key], plain[index][key])
-      # The pages of the 4 chunks after it were asked for before it came.
-      assert len(asked) == len(chunk) * (index + 5)
-    assert list(replay.ahead(iter(range(3)), 5)) == [0, 1, 2]
-
   def test_mapping_holds_no_file_descriptor(self, tmp_path):
     paths = write(tmp_path, 5, 10)
     before = len(os.listdir('/proc/self/fd'))
