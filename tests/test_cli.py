@@ -43,6 +43,19 @@ class TestCommandLine:
     assert config.clip_rewards == 'tanh'
     assert config.horizon == 12
 
+  def test_cpu_preset_is_the_measured_bundle(self):
+    # docs/learning.md measured exactly these; the schedule stays the paper's.
+    config = cli.parse_args(dreamer.define_config, ['--preset', 'cpu'])
+    default = cli.parse_args(dreamer.define_config, [])
+    changed = {k: v for k, v in vars(config).items()
+               if v != vars(default)[k]}
+    assert changed == dict(
+        cnn_depth=16, num_units=200, deter_size=100, stoch_size=20,
+        batch_size=16, precision=32, rssm_noise='independent')
+    config = cli.parse_args(
+        dreamer.define_config, ['--preset', 'cpu', '--rssm_noise', 'shared'])
+    assert config.rssm_noise == 'shared' and config.num_units == 200
+
   @pytest.mark.parametrize('flags, message', [
       (['--precision', '8'], '--precision 8 is not valid; choose one of: 16, 32'),
       (['--parallel', 'gpu'], 'choose one of: none, thread, process'),
