@@ -25,18 +25,31 @@ class CheckpointError(Exception):
 def variables(agent):
   """Every variable the agent owns, by name.
 
-  Networks, optimizer moments and loss scale, metric accumulators and the
-  step; not the dataset iterator or the strategy.
+  Networks, optimizer moments and loss scale, metric accumulators, the step
+  and the training schedule; not the dataset iterator or the strategy.
   """
   parts = dict(
       step=agent._step, encode=agent._encode, dynamics=agent._dynamics,
       decode=agent._decode, reward=agent._reward, value=agent._value,
       actor=agent._actor, model_opt=agent._model_opt,
       value_opt=agent._value_opt, actor_opt=agent._actor_opt,
-      metrics=dict(agent._metrics))
+      metrics=dict(agent._metrics), schedule=schedule(agent))
   if agent._c.pcont:
     parts['pcont'] = agent._pcont
   return tf.train.Checkpoint(**parts)
+
+
+def schedule(agent):
+  """The step of the agent's last training phase (-1: none yet).
+
+  Saved so that a resumed run redoes the training phases that fell between
+  its last checkpoint and the kill: the step comes back from the episodes on
+  disk, and tools.Every, restored to this step, then catches up one phase
+  per agent call before collecting again, as an uninterrupted run would have
+  trained. Made per call, holding the value of the moment.
+  """
+  last = getattr(agent._should_train, '_last', None)
+  return tf.Variable(-1 if last is None else last, dtype=tf.int64)
 
 
 def manager(agent, directory):
@@ -56,27 +69,54 @@ def load(agent, filename):
   """Restores a checkpoint prefix, or a directory's newest readable one.
 
   The step is kept: it comes from the stored episodes (SPEC), which may hold
-  more than the checkpoint saw if the run was killed between saves. Returns
-  the path restored.
+  more than the checkpoint saw if the run was killed between saves. The
+  training schedule is restored, so the phases of those extra steps are done
+  again (see schedule()). Returns the path restored.
   """
   step = agent._step.numpy()
   if pathlib.Path(filename).is_dir():
-    path = restore_latest(manager(agent, filename))
+    checkpoints = manager(agent, filename)
+    last = checkpoints.checkpoint.schedule  # read() may untrack it.
+    path = restore_latest(checkpoints)
   else:
-    path = str(filename)
-    read(variables(agent), path)
+    path, restored = str(filename), variables(agent)
+    last = restored.schedule
+    read(restored, path)
   agent._step.assign(step)
   for optimizer in (agent._model_opt, agent._value_opt, agent._actor_opt):
     optimizer.reset_learning_rate()
   if path:
     print(f'Restored checkpoint {path}.')
+    restore_schedule(agent, last, step)
   return path
 
 
+def restore_schedule(agent, variable, step):
+  last = int(variable.numpy())
+  if last < 0 or not hasattr(agent._should_train, '_last'):
+    return  # A checkpoint from before the schedule was kept, or no training.
+  agent._should_train._last = last
+  every = agent._should_train._every
+  behind = max(0, (step - last) // every)
+  if behind:
+    print(f'Redoing the {behind} training phases since that checkpoint '
+          'before collecting, as an uninterrupted run would have done them.')
+
+
 def read(checkpoint, path):
+  if not _holds(path, 'schedule/'):
+    # Written before the schedule was saved: restore the rest, and leave
+    # the schedule at -1 (a resume then trains from its own step, as before).
+    checkpoint.schedule.assign(-1)
+    del checkpoint.schedule
   status = checkpoint.read(path)
   # Only the manager's save counter is not part of the agent.
   status.assert_existing_objects_matched().expect_partial()
+
+
+def _holds(path, prefix):
+  return any(name.startswith(prefix)
+             for name, _ in tf.train.list_variables(path))
 
 
 def save(manager, step):

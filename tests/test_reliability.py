@@ -278,6 +278,75 @@ class TestKillAndResume:
     assert steps >= STEPS
 
 
+# `python dreamer.py`, except that the process SIGKILLs itself as it is about
+# to save the checkpoint of step KILL_AT: the episodes up to that step are on
+# disk, and the training phases since the previous checkpoint are lost.
+KILL_AT_SAVE = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())
+import checkpoint, cli, dreamer
+save = checkpoint.save
+def save_or_die(manager, step):
+  if step == int(os.environ['KILL_AT']):
+    os.kill(os.getpid(), signal.SIGKILL)
+  return save(manager, step)
+checkpoint.save = save_or_die
+sys.exit(cli.run(dreamer.main, dreamer.define_config))
+"""
+
+
+def updates(logdir):
+  """(step, Adam steps of the world model) in the run's newest checkpoint.
+
+  The model optimizer counts the constructor's update and each one of the
+  training phases (no loss scaling here, so no step is skipped).
+  """
+  reader = tf.train.load_checkpoint(str(logdir / 'checkpoints'))
+  return (int(reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE')),
+          int(reader.get_tensor(
+              'model_opt/_opt/_iterations/.ATTRIBUTES/VARIABLE_VALUE')))
+
+
+@pytest.fixture(scope='module')
+def resumed_and_uninterrupted(tmp_path_factory):
+  """The same command twice: once killed after its first checkpoint."""
+  root = tmp_path_factory.mktemp('resume')
+  flags = [*FLAGS, '--steps', '1600']
+  runs = {}
+  for name in ('killed', 'uninterrupted'):
+    logdir = root / name
+    command = [sys.executable, 'dreamer.py', *flags, '--logdir', str(logdir)]
+    if name == 'killed':
+      # Checkpoints at 800, then 1200: killed at the second, so the phases
+      # at 800, 1000 and 1200 are not in the checkpoint it resumes from.
+      killed = subprocess.run(
+          [sys.executable, '-c', KILL_AT_SAVE, *command[2:]], cwd=ROOT,
+          capture_output=True, text=True, timeout=400,
+          env={**os.environ, 'KILL_AT': '1200'})
+      assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+      assert checkpoint_state(logdir)[0].endswith('ckpt-800')
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    runs[name] = dict(output=result.stdout, updates=updates(logdir))
+  return runs
+
+
+class TestResumeRedoesLostUpdates:
+
+  def test_same_updates_as_never_killed(self, resumed_and_uninterrupted):
+    runs = resumed_and_uninterrupted
+    # Phases at 400 (pretraining), 600, ..., 1400: 6 of 5 updates, and the
+    # constructor's one.
+    assert runs['uninterrupted']['updates'] == (1600, 31)
+    assert runs['killed']['updates'] == runs['uninterrupted']['updates']
+
+  def test_says_what_it_redoes(self, resumed_and_uninterrupted):
+    output = resumed_and_uninterrupted['killed']['output']
+    assert 'ckpt-800' in output
+    assert 'Redoing the 3 training phases since that checkpoint' in output
+
+
 class TestCorruptEpisodes:
 
   def test_reported_once_each_and_skipped(self, series):
