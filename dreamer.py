@@ -5,30 +5,25 @@ import pathlib
 import sys
 import time
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Keras 2 layers, as TFP.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('MUJOCO_GL', 'egl')
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+os.environ['MUJOCO_GL'] = 'egl'
+os.environ['TF_USE_LEGACY_KERAS'] = '1'  # Keras 2 (tf-keras), as TFP uses.
 
-import console  # noqa: F401  Imports TensorFlow without its start-up noise.
+from support import console  # noqa: F401  Filters TensorFlow's start-up noise.
 import numpy as np
 import tensorflow as tf
 from tf_keras import mixed_precision as prec
 
-import tensorflow_probability as tfp
-tfd = tfp.distributions
+tf.get_logger().setLevel('ERROR')
+
+from tensorflow_probability import distributions as tfd
 
 sys.path.append(str(pathlib.Path(__file__).parent))
 
-import checkpoint
-import cli
 import models
-import progress
-import replay
-import runtime
-import scalars
-import storage
 import tools
 import wrappers
+from support import checkpoint, cli, progress, replay, runtime, scalars, storage
 
 
 def define_config():
@@ -91,8 +86,6 @@ def define_config():
   return config
 
 
-
-
 class Dreamer(tools.Module):
 
   def __init__(self, config, datadir, actspace, writer, strategy=None):
@@ -111,7 +104,7 @@ class Dreamer(tools.Module):
     self._last_time = time.time()
     self._metrics = scalars.create(config)  # Up front, for the checkpoint.
     self._float = prec.global_policy().compute_dtype
-    self._strategy = strategy or runtime.make_strategy()
+    self._strategy = strategy or tf.distribute.MirroredStrategy()
     with self._strategy.scope():
       self._dataset = iter(self._strategy.experimental_distribute_dataset(
           load_dataset(datadir, self._c)))
@@ -165,7 +158,7 @@ class Dreamer(tools.Module):
     super().load(filename)
     self._should_pretrain()
 
-  @tf.function
+  @tf.function()
   def train(self, data):
     losses = self._strategy.run(self._train, args=(data,))
     return self._strategy.reduce('MEAN', losses, axis=None)
@@ -215,11 +208,12 @@ class Dreamer(tools.Module):
     actor_norm = self._actor_opt(actor_tape, actor_loss)
     value_norm = self._value_opt(value_tape, value_loss)
 
-    if self._c.log_scalars:
-      self._scalar_summaries(
-          data, feat, prior_dist, post_dist, likes, div,
-          model_loss, value_loss, actor_loss, model_norm, value_norm,
-          actor_norm)
+    if tf.distribute.get_replica_context().replica_id_in_sync_group == 0:
+      if self._c.log_scalars:
+        self._scalar_summaries(
+            data, feat, prior_dist, post_dist, likes, div,
+            model_loss, value_loss, actor_loss, model_norm, value_norm,
+            actor_norm)
     return dict(model=model_loss, actor=actor_loss, value=value_loss)
 
   def _build_model(self):
@@ -257,9 +251,8 @@ class Dreamer(tools.Module):
     self.train(next(self._dataset))
 
   def _create_variables(self):
-    # One eager pass of each network on a single step, then Adam's moments:
-    # a tf.function that creates variables is traced twice, and tracing the
-    # train step takes ~10 s at the paper's sizes.
+    # Eagerly, so that the train step creates no variable and is traced once
+    # (README: Building the agent).
     image = tf.zeros((1, 1, 64, 64, 3))
     embed = self._encode({'image': image})
     post, _ = self._dynamics.observe(embed, tf.zeros((1, 1, self._actdim)))
@@ -325,7 +318,7 @@ class Dreamer(tools.Module):
     self._metrics['actor_loss'].update_state(actor_loss)
     self._metrics['action_ent'].update_state(self._actor(feat).entropy())
 
-  @tf.function
+  @tf.function()
   def _image_summaries(self, data):
     # Outside the train step, so that step is traced once, not once per
     # value of a log_images flag.
@@ -358,11 +351,10 @@ class Dreamer(tools.Module):
       self._last_time += duration
       metrics.append(('fps', (step - self._last_log) / duration))
     self._last_log = step
-    [m.reset_state() for m in self._metrics.values()]
+    [m.reset_states() for m in self._metrics.values()]
     with (self._c.logdir / 'metrics.jsonl').open('a') as f:
       f.write(json.dumps({'step': step, **dict(metrics)}) + '\n')
-    with self._writer.as_default():
-      [tf.summary.scalar('agent/' + k, m, step) for k, m in metrics]
+    [tf.summary.scalar('agent/' + k, m) for k, m in metrics]
     print(f'[{step}]', ' / '.join(f'{k} {v:.1f}' for k, v in metrics))
     self._writer.flush()
 
@@ -370,8 +362,7 @@ class Dreamer(tools.Module):
 def preprocess(obs, config):
   obs = obs.copy()
   with tf.device('cpu:0'):
-    # Inputs and likelihood targets in float32 (layers cast to their compute
-    # dtype themselves); stored episodes may hold float16.
+    # Inputs and targets in float32; layers cast to their compute dtype.
     for key, value in obs.items():
       if key != 'image' and tf.as_dtype(value.dtype).is_floating:
         obs[key] = tf.cast(value, tf.float32)
@@ -387,26 +378,20 @@ def count_steps(datadir, config):
 
 def load_dataset(directory, config):
   episode = replay.widen(next(tools.load_episodes(directory, 1)))
-  signature = {
-      k: tf.TensorSpec((None,) + v.shape[1:], v.dtype)
-      for k, v in episode.items()}
+  types = {k: v.dtype for k, v in episode.items()}
+  shapes = {k: (None,) + v.shape[1:] for k, v in episode.items()}
   generator = lambda: map(replay.widen, tools.load_episodes(
       directory, config.train_steps, config.batch_length,
       config.dataset_balance, config.seed))
-  dataset = tf.data.Dataset.from_generator(
-      generator, output_signature=signature)
+  dataset = tf.data.Dataset.from_generator(generator, types, shapes)
   dataset = dataset.batch(config.batch_size, drop_remainder=True)
   dataset = dataset.map(functools.partial(preprocess, config=config))
   dataset = dataset.prefetch(10)
-  # Nothing here is tuned (fixed prefetch, sequential map), and the tuning
-  # thread made deleting the iterator wait ~15 s at every exit.
-  options = tf.data.Options()
-  options.autotune.enabled = False
-  return dataset.with_options(options)
+  return dataset.with_options(runtime.dataset_options())
 
 
 def summarize_episode(episode, config, datadir, writer, prefix):
-  writer = writer or process_writer(config.logdir)
+  writer = writer or runtime.process_writer(config.logdir)
   episodes, steps = tools.count_episodes(datadir)
   length = (len(episode['reward']) - 1) * config.action_repeat
   ret = episode['reward'].sum()
@@ -423,12 +408,6 @@ def summarize_episode(episode, config, datadir, writer, prefix):
     [tf.summary.scalar('sim/' + k, v) for k, v in metrics]
     if prefix == 'test':
       tools.video_summary(f'sim/{prefix}/video', episode['image'][None])
-
-
-@functools.lru_cache(None)
-def process_writer(logdir):
-  # Environments in worker processes cannot share the main process's writer.
-  return tf.summary.create_file_writer(str(logdir), max_queue=1000)
 
 
 def make_env(config, writer, prefix, datadir, store, seed=None):
@@ -474,7 +453,7 @@ def main(config):
   config.steps = int(config.steps)
   config.logdir.mkdir(parents=True, exist_ok=True)
   print('Logdir', config.logdir)
-  storage.remove_partial_writes(config.logdir)
+  storage.remove_leftovers(config.logdir)
 
   # Create environments.
   datadir = config.logdir / 'episodes'
@@ -499,7 +478,8 @@ def main(config):
   random_agent = progress.Progress(
       random_agent, 'prefill', step, config.prefill, config.action_repeat)
   tools.simulate(random_agent, train_envs, prefill / config.action_repeat)
-  storage.ensure_one_episode(random_agent, train_envs, datadir)
+  storage.ensure_one_episode(datadir, lambda: tools.simulate(
+      random_agent, train_envs, episodes=1))
   writer.flush()
   replay.check_disk(  # In flight: the 10 prefetched batches and one more.
       datadir, config.steps, config.action_repeat,
@@ -532,4 +512,9 @@ def main(config):
 
 
 if __name__ == '__main__':
-  sys.exit(cli.run(main, define_config))
+  try:
+    import colored_traceback
+    colored_traceback.add_hook()
+  except ImportError:
+    pass
+  sys.exit(cli.run(main, define_config, tools.args_type))

@@ -21,15 +21,13 @@ import time
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
-import console  # noqa: F401  Imports TensorFlow without its start-up noise.
+from support import console  # noqa: F401  Filters TensorFlow's start-up noise.
 import numpy as np
 
-import checkpoint
 import dreamer
-import runtime
-import storage
 import tools
 import wrappers
+from support import checkpoint, runtime, storage
 
 import tensorflow as tf
 

@@ -1,16 +1,10 @@
-import os
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Keras 2 layers, as TFP.
-
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 from tf_keras import layers as tfkl
+from tensorflow_probability import distributions as tfd
 from tf_keras import mixed_precision as prec
 
 import tools
-
-tfd = tfp.distributions
 
 
 class RSSM(tools.Module):
@@ -60,11 +54,9 @@ class RSSM(tools.Module):
     return tf.concat([state['stoch'], state['deter']], -1)
 
   def get_dist(self, state):
-    # Evaluated in float32 so that KL and entropy stay exact under mixed
-    # precision; the original evaluated them in the compute dtype.
-    mean = tf.cast(state['mean'], tf.float32)
-    std = tf.cast(state['std'], tf.float32)
-    return tfd.MultivariateNormalDiag(mean, std)
+    # In float32, so that KL and entropy stay exact under mixed precision.
+    state = {k: tf.cast(state[k], tf.float32) for k in ('mean', 'std')}
+    return tfd.MultivariateNormalDiag(state['mean'], state['std'])
 
   @tf.function
   def obs_step(self, prev_state, prev_action, embed):
@@ -80,8 +72,8 @@ class RSSM(tools.Module):
 
   @tf.function
   def img_step(self, prev_state, prev_action):
-    stoch = prev_state['stoch']
-    x = tf.concat([stoch, tf.cast(prev_action, stoch.dtype)], -1)
+    x = tf.concat([prev_state['stoch'], tf.cast(
+        prev_action, prev_state['stoch'].dtype)], -1)
     x = self.get('img1', tfkl.Dense, self._hidden_size, self._activation)(x)
     x, deter = self._cell(x, [prev_state['deter']])
     deter = deter[0]  # Keras wraps the state in a list.
@@ -94,13 +86,11 @@ class RSSM(tools.Module):
     return prior
 
   def _sample(self, mean, std):
-    if self._noise == 'shared':
-      # The original's sampler: one noise vector per call, broadcast over the
-      # batch (SPEC, World model); --rssm_noise independent draws per entry.
-      dist = self.get_dist({'mean': mean, 'std': std})
-      noise = tf.random.normal(dist.event_shape, dtype=dist.dtype)
-      return tf.cast(noise * dist.stddev() + dist.mean(), mean.dtype)
-    sample = self.get_dist({'mean': mean, 'std': std}).sample()
+    # shared: the original's patched sampler (tools._mnd_sample); independent
+    # (--rssm_noise): TFP's own, one draw per batch entry.
+    dist = self.get_dist({'mean': mean, 'std': std})
+    shared = self._noise == 'shared'
+    sample = dist.sample() if shared else tfd.Distribution.sample(dist)
     return tf.cast(sample, mean.dtype)
 
 
@@ -203,5 +193,5 @@ class ActionDecoder(tools.Module):
       x = self.get(f'hout', tfkl.Dense, self._size)(x)
       dist = tools.OneHotDist(tf.cast(x, tf.float32))
     else:
-      raise NotImplementedError(self._dist)
+      raise NotImplementedError(dist)
     return dist

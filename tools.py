@@ -1,25 +1,21 @@
 import datetime
 import io
-import os
 import pathlib
+import pickle
 import re
 import uuid
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Keras 2 layers, as TFP.
-
+import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 import tensorflow as tf
+import tensorflow.compat.v1 as tf1
 import tensorflow_probability as tfp
 import tf_keras
 from tf_keras import mixed_precision as prec
+from tensorflow_probability import distributions as tfd
 
-import checkpoint
-import progress
-import replay
-import storage
-
-tfd = tfp.distributions
+from support import checkpoint, progress, replay, storage
 
 
 class AttrDict(dict):
@@ -30,9 +26,8 @@ class AttrDict(dict):
 
 class Module(tf.Module):
 
-  # TensorFlow checkpoints in a directory instead of the original's pickle:
-  # they hold the optimizers' moments too and are written crash-safely.
-
+  # TensorFlow checkpoints instead of a pickle (README: Checkpoint). Both
+  # reach into the agent's attributes (support/checkpoint.py: variables).
   def save(self, filename):
     checkpoint.save(checkpoint.manager(self, filename), self._step.numpy())
 
@@ -48,17 +43,41 @@ class Module(tf.Module):
     return self._modules[name]
 
 
+def nest_summary(structure):
+  if isinstance(structure, dict):
+    return {k: nest_summary(v) for k, v in structure.items()}
+  if isinstance(structure, list):
+    return [nest_summary(v) for v in structure]
+  if hasattr(structure, 'shape'):
+    return str(structure.shape).replace(', ', 'x').strip('(), ')
+  return '?'
+
+
+def graph_summary(writer, fn, *args):
+  step = tf.summary.experimental.get_step()
+  def inner(*args):
+    tf.summary.experimental.set_step(step)
+    with writer.as_default():
+      fn(*args)
+  return tf.numpy_function(inner, args, [])
+
+
 def video_summary(name, video, step=None, fps=20):
   name = name if isinstance(name, str) else name.decode('utf-8')
   if np.issubdtype(video.dtype, np.floating):
     video = np.clip(255 * video, 0, 255).astype(np.uint8)
   B, T, H, W, C = video.shape
-  frames = video.transpose((1, 2, 0, 3, 4)).reshape((T, H, B * W, C))
-  summary = tf.compat.v1.Summary()
-  image = tf.compat.v1.Summary.Image(height=H, width=B * W, colorspace=C)
-  image.encoded_image_string = encode_gif(frames, fps)
-  summary.value.add(tag=name + '/gif', image=image)
-  tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step)
+  try:
+    frames = video.transpose((1, 2, 0, 3, 4)).reshape((T, H, B * W, C))
+    summary = tf1.Summary()
+    image = tf1.Summary.Image(height=B * H, width=T * W, colorspace=C)
+    image.encoded_image_string = encode_gif(frames, fps)
+    summary.value.add(tag=name + '/gif', image=image)
+    tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step)
+  except (IOError, OSError) as e:
+    print('GIF summaries require ffmpeg in $PATH.', e)
+    frames = video.transpose((0, 2, 1, 3, 4)).reshape((1, B * H, T * W, C))
+    tf.summary.image(name + '/grid', frames, step)
 
 
 def encode_gif(frames, fps):
@@ -74,7 +93,7 @@ def simulate(agent, envs, steps=0, episodes=0, state=None):
   # Initialize or unpack simulation state.
   if state is None:
     step, episode = 0, 0
-    done = np.ones(len(envs), bool)
+    done = np.ones(len(envs), np.bool)
     length = np.zeros(len(envs), np.int32)
     obs = [None] * len(envs)
     agent_state = None
@@ -118,7 +137,6 @@ def save_episodes(directory, episodes):
   directory = pathlib.Path(directory).expanduser()
   directory.mkdir(parents=True, exist_ok=True)
   timestamp = datetime.datetime.now().strftime('%Y%m%dT%H%M%S')
-  filenames = []
   for episode in episodes:
     identifier = str(uuid.uuid4().hex)
     length = len(episode['reward'])
@@ -126,8 +144,6 @@ def save_episodes(directory, episodes):
     with io.BytesIO() as f1:
       np.savez_compressed(f1, **episode)
       storage.write_atomic(filename, f1.getvalue())
-    filenames.append(filename)
-  return filenames
 
 
 def load_episodes(directory, rescan, length=None, balance=False, seed=0):
@@ -163,6 +179,39 @@ def load_episodes(directory, rescan, length=None, balance=False, seed=0):
           index = int(random.randint(0, available))
         episode = {k: v[index: index + length] for k, v in episode.items()}
       yield episode
+
+
+class DummyEnv:
+
+  def __init__(self):
+    self._random = np.random.RandomState(seed=0)
+    self._step = None
+
+  @property
+  def observation_space(self):
+    low = np.zeros([64, 64, 3], dtype=np.uint8)
+    high = 255 * np.ones([64, 64, 3], dtype=np.uint8)
+    spaces = {'image': gym.spaces.Box(low, high)}
+    return gym.spaces.Dict(spaces)
+
+  @property
+  def action_space(self):
+    low = -np.ones([5], dtype=np.float32)
+    high = np.ones([5], dtype=np.float32)
+    return gym.spaces.Box(low, high)
+
+  def reset(self):
+    self._step = 0
+    obs = self.observation_space.sample()
+    return obs
+
+  def step(self, action):
+    obs = self.observation_space.sample()
+    reward = self._random.uniform(0, 1)
+    self._step += 1
+    done = self._step >= 1000
+    info = {}
+    return obs, reward, done, info
 
 
 class SampleDist:
@@ -229,8 +278,6 @@ class OneHotDist:
     amount = [amount] if amount else []
     indices = self._dist.sample(*amount)
     sample = self._one_hot(indices)
-    # Straight-through: the forward value is one-hot, the gradient is that of
-    # the probabilities.
     probs = self._dist.probs_parameter()
     sample += tf.cast(probs - tf.stop_gradient(probs), self._dtype)
     return sample
@@ -243,7 +290,9 @@ class TanhBijector(tfp.bijectors.Bijector):
 
   def __init__(self, validate_args=False, name='tanh'):
     super().__init__(
-        forward_min_event_ndims=0, validate_args=validate_args, name=name)
+        forward_min_event_ndims=0,
+        validate_args=validate_args,
+        name=name)
 
   def _forward(self, x):
     return tf.nn.tanh(x)
@@ -353,20 +402,13 @@ class Adam(tf.Module):
 
 
 def args_type(default):
-  # Named parsers, so that argparse says e.g. "invalid int value: 'abc'".
   if isinstance(default, bool):
-    return _named(lambda x: bool(['False', 'True'].index(x)), 'bool')
+    return lambda x: bool(['False', 'True'].index(x))
   if isinstance(default, int):
-    return _named(
-        lambda x: float(x) if ('e' in x or '.' in x) else int(x), 'int')
+    return lambda x: float(x) if ('e' in x or '.' in x) else int(x)
   if isinstance(default, pathlib.Path):
-    return _named(lambda x: pathlib.Path(x).expanduser(), 'path')
+    return lambda x: pathlib.Path(x).expanduser()
   return type(default)
-
-
-def _named(parse, name):
-  parse.__name__ = name
-  return parse
 
 
 def static_scan(fn, inputs, start, reverse=False):
@@ -383,6 +425,15 @@ def static_scan(fn, inputs, start, reverse=False):
     outputs = [list(reversed(x)) for x in outputs]
   outputs = [tf.stack(x, 0) for x in outputs]
   return tf.nest.pack_sequence_as(start, outputs)
+
+
+def _mnd_sample(self, sample_shape=(), seed=None, name='sample'):
+  return tf.random.normal(
+      tuple(sample_shape) + tuple(self.event_shape),
+      self.mean(), self.stddev(), self.dtype, seed, name)
+
+
+tfd.MultivariateNormalDiag.sample = _mnd_sample
 
 
 class Every:

@@ -1,3 +1,4 @@
+import sys
 import threading
 import traceback
 
@@ -5,27 +6,22 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-import renderer
-import workers
-from workers import WorkerError  # noqa: F401  Raised by Async.
-
-# This module does not import TensorFlow, so that worker processes stay light.
+from support import renderer, spaces, workers
 
 
 class DeepMindControl:
 
   def __init__(self, name, size=(64, 64), camera=None, seed=None):
-    domain, _, task = name.partition('_')
+    domain, task = name.split('_', 1)
     if domain == 'cup':  # Only domain with multiple words.
       domain = 'ball_in_cup'
     if isinstance(domain, str):
       suite = renderer.import_suite()
-      self._check_task(name, domain, task, suite.ALL_TASKS)
       self._env = suite.load(domain, task, task_kwargs={'random': seed})
     else:
       assert task is None
       self._env = domain()
-    self._size = tuple(size)
+    self._size = size
     if camera is None:
       camera = dict(quadruped=2).get(domain, 0)
     self._camera = camera
@@ -78,15 +74,6 @@ class DeepMindControl:
   def add_image(self, obs):
     return dict(obs, image=self.render())
 
-  @staticmethod
-  def _check_task(name, domain, task, all_tasks):
-    if (domain, task) not in all_tasks:
-      valid = sorted(
-          f"{'cup' if d == 'ball_in_cup' else d}_{t}" for d, t in all_tasks)
-      raise ValueError(
-          f'Unknown DeepMind Control task {name!r}; valid tasks are: '
-          + ', '.join(valid))
-
 
 class Atari:
 
@@ -94,28 +81,27 @@ class Atari:
 
   def __init__(
       self, name, action_repeat=4, size=(84, 84), grayscale=True, noops=30,
-      life_done=False, sticky_actions=True, all_actions=False, seed=None):
-    import ale_py  # pylint: disable=import-outside-toplevel
+      life_done=False, sticky_actions=True, seed=None):
+    import ale_py
     gym.register_envs(ale_py)
-    env_id = self._env_id(name, ale_py.roms.get_all_rom_ids())
+    name = ''.join(word.title() for word in name.split('_'))
     with self.LOCK:
-      # The emulator repeats nothing (frameskip 1): step() repeats actions.
+      # ALE v5 with frameskip 1 and the original's sticky actions: gym's
+      # NoFrameskip ids are gone; this class repeats the actions itself.
       self._env = gym.make(
-          env_id, frameskip=1,
+          f'ALE/{name}-v5', frameskip=1, full_action_space=False,
           repeat_action_probability=0.25 if sticky_actions else 0.0,
-          full_action_space=all_actions,
           obs_type='grayscale' if grayscale else 'rgb')
     self._action_repeat = action_repeat
-    self._size = tuple(size)
+    self._size = size
     self._grayscale = grayscale
     self._noops = noops
     self._life_done = life_done
     self._lives = None
-    # The two latest frames; observations are their maximum because some
-    # games draw sprites only on every other frame.
-    self._buffers = None
-    self._seed = seed
-    self._seeded = False
+    shape = self._env.observation_space.shape[:2] + (() if grayscale else (3,))
+    self._buffers = [np.empty(shape, dtype=np.uint8) for _ in range(2)]
+    self._random = np.random.RandomState(seed=seed)
+    self._seed = seed  # The emulator's, at its first reset.
 
   def __getattr__(self, name):
     return getattr(self._env, name)
@@ -134,76 +120,49 @@ class Atari:
     return self._env.close()
 
   def reset(self):
-    frame = self._reset_game()
-    # As in the original, at least one no-op: the count is uniform in
-    # [1, noops], drawn from the emulator's generator, which `seed` seeds.
-    rng = self._env.unwrapped.np_random
-    for _ in range(rng.integers(1, self._noops + 1) if self._noops else 0):
+    with self.LOCK:
+      self._buffers[0][:] = self._env.reset(seed=self._seed)[0]
+      self._seed = None
+    noops = self._random.randint(1, self._noops + 1) if self._noops else 0
+    for _ in range(noops):
       frame, _, terminated, truncated, _ = self._env.step(0)
+      self._buffers[0][:] = frame
       if terminated or truncated:
-        frame = self._reset_game()
+        with self.LOCK:
+          self._buffers[0][:] = self._env.reset()[0]
     self._lives = self._env.unwrapped.ale.lives()
-    self._buffers = [frame, frame]
+    self._buffers[1].fill(0)
     return self._get_obs()
 
   def step(self, action):
     total_reward = 0.0
-    done = False
-    for _ in range(self._action_repeat):
-      frame, reward, terminated, truncated, _ = self._env.step(action)
-      self._buffers = [self._buffers[1], frame]
+    for step in range(self._action_repeat):
+      frame, reward, terminated, truncated, info = self._env.step(action)
+      done = terminated or truncated
       total_reward += reward
-      done = terminated or truncated or self._lost_life()
+      if self._life_done:
+        lives = self._env.unwrapped.ale.lives()
+        done = done or lives < self._lives
+        self._lives = lives
       if done:
         break
+      elif step >= self._action_repeat - 2:
+        index = step - max(self._action_repeat - 2, 0)  # 0 if repeat is 1.
+        self._buffers[index][:] = frame
     obs = self._get_obs()
-    return obs, total_reward, done, {}
+    return obs, total_reward, done, info
 
   def render(self, mode='rgb_array'):
-    if mode != 'rgb_array':
-      raise ValueError("Only render mode 'rgb_array' is supported.")
     return self._env.unwrapped.ale.getScreenRGB()
 
   def _get_obs(self):
-    # The maximum and the resize are done once per agent step, for the frame
-    # the agent sees.
-    image = np.maximum(*self._buffers)
-    height, width = self._size
-    image = np.array(Image.fromarray(image).resize(
-        (width, height), Image.BILINEAR))
+    if self._action_repeat > 1:
+      np.maximum(self._buffers[0], self._buffers[1], out=self._buffers[0])
+    image = np.array(Image.fromarray(self._buffers[0]).resize(
+        self._size, Image.BILINEAR))
+    image = np.clip(image, 0, 255).astype(np.uint8)
     image = image[:, :, None] if self._grayscale else image
     return {'image': image}
-
-  @staticmethod
-  def _env_id(name, rom_ids):
-    camel = ''.join(word.title() for word in name.split('_'))
-    env_id = f'ALE/{camel}-v5'
-    if env_id not in gym.registry:
-      valid = sorted(
-          rom for rom in rom_ids
-          if f"ALE/{''.join(w.title() for w in rom.split('_'))}-v5"
-          in gym.registry)
-      raise ValueError(
-          f'Unknown Atari game {name!r}. Games are named in snake case, as '
-          'ale_py.roms.get_all_rom_ids() lists them; valid names are: '
-          + ', '.join(valid))
-    return env_id
-
-  def _reset_game(self):
-    if self._seeded:
-      frame, _ = self._env.reset()
-    else:
-      frame, _ = self._env.reset(seed=self._seed)
-      self._seeded = True
-    return frame
-
-  def _lost_life(self):
-    if not self._life_done:
-      return False
-    lives = self._env.unwrapped.ale.lives()
-    lost = lives < self._lives
-    self._lives = lives
-    return lost
 
 
 class Collect:
@@ -309,9 +268,6 @@ class ActionRepeat:
       obs = self._env.add_image(obs)
     return obs, total_reward, done, info
 
-  def reset(self):
-    return self._env.reset()
-
 
 class NormalizeActions:
 
@@ -328,18 +284,14 @@ class NormalizeActions:
 
   @property
   def action_space(self):
-    space = self._env.action_space
-    low = np.where(self._mask, -1.0, space.low).astype(np.float32)
-    high = np.where(self._mask, 1.0, space.high).astype(np.float32)
+    low = np.where(self._mask, -np.ones_like(self._low), self._low)
+    high = np.where(self._mask, np.ones_like(self._low), self._high)
     return gym.spaces.Box(low, high, dtype=np.float32)
 
   def step(self, action):
     original = (action + 1) / 2 * (self._high - self._low) + self._low
     original = np.where(self._mask, original, action)
     return self._env.step(original)
-
-  def reset(self):
-    return self._env.reset()
 
 
 class ObsDict:
@@ -376,8 +328,9 @@ class OneHotAction:
   def __init__(self, env):
     assert isinstance(env.action_space, gym.spaces.Discrete)
     self._env = env
-    # One space for the wrapper's life, so that seeding it seeds sampling.
-    self._space = OneHotSpace(env.action_space.n)
+    # One space for the wrapper's life: picklable to and from workers, and
+    # seeding it seeds the sampling (support/spaces.py).
+    self._space = spaces.OneHotSpace(env.action_space.n, self._sample_action)
 
   def __getattr__(self, name):
     return getattr(self._env, name)
@@ -387,11 +340,11 @@ class OneHotAction:
     return self._space
 
   def step(self, action):
-    index = _one_hot_index(action, self._space.n)
-    if index is None:
-      raise ValueError(
-          f'Invalid one-hot action (expected exactly one 1 and zeros '
-          f'elsewhere, shape ({self._space.n},)): {np.asarray(action)!r}')
+    index = np.argmax(action).astype(int)
+    reference = np.zeros_like(action)
+    reference[index] = 1
+    if not np.allclose(reference, action):
+      raise ValueError(f'Invalid one-hot action:\n{action}')
     return self._env.step(index)
 
   def reset(self):
@@ -403,39 +356,6 @@ class OneHotAction:
     reference = np.zeros(actions, dtype=np.float32)
     reference[index] = 1.0
     return reference
-
-
-class OneHotSpace(gym.spaces.Box):
-  """Box of one-hot vectors for `n` discrete actions; samples are one-hot.
-
-  A class rather than the original's patched `sample`, so that the space can
-  be pickled to and from worker processes and seeded.
-  """
-
-  def __init__(self, n, seed=None):
-    super().__init__(0, 1, (n,), dtype=np.float32, seed=seed)
-    self.n = n
-
-  def sample(self, mask=None, probability=None):
-    del mask, probability  # Part of the gymnasium signature; unsupported.
-    return OneHotAction._sample_action(self.n, self.np_random)
-
-  def contains(self, x):
-    return _one_hot_index(x, self.n) is not None
-
-  def __repr__(self):
-    return f'OneHotSpace({self.n})'
-
-
-def _one_hot_index(action, n):
-  """Returns the index of an exact one-hot vector of length n, else None."""
-  action = np.asarray(action)
-  if action.shape != (n,) or not np.issubdtype(action.dtype, np.number):
-    return None
-  ones = action == 1
-  if ones.sum() != 1 or np.count_nonzero(action) != 1:
-    return None
-  return int(np.argmax(ones))
 
 
 class RewardObs:
@@ -539,36 +459,34 @@ class Async:
     # Re-raise exceptions in the main process.
     if message == self._EXCEPTION:
       stacktrace = payload
-      raise WorkerError(f'Exception in environment worker:\n{stacktrace}')
+      raise workers.WorkerError(stacktrace)
     if message == self._RESULT:
       return payload
     raise KeyError(f'Received message of unexpected type {message}')
 
   @staticmethod
   def _worker(ctor, conn, parent_pid=None):
-    # A static method: a spawned worker cannot receive the Async instance.
-    env, error = workers.construct(ctor, parent_pid)
+    # Static: a spawned worker cannot receive the Async instance.
+    env = None
     try:
+      env = workers.construct(ctor, parent_pid)
       while True:
         message, payload = workers.next_message(conn, parent_pid)
-        if message in (None, Async._CLOSE):
+        if message == Async._ACCESS:
+          name = payload
+          result = getattr(env, name)
+          conn.send((Async._RESULT, result))
+          continue
+        if message == Async._CALL:
+          name, args, kwargs = payload
+          result = getattr(env, name)(*args, **kwargs)
+          conn.send((Async._RESULT, result))
+          continue
+        if message in (Async._CLOSE, None):  # None: the trainer is gone.
           break
-        try:
-          if error:  # The constructor failed: every request reports why.
-            raise RuntimeError(error)
-          if message == Async._ACCESS:
-            name = payload
-            result = getattr(env, name)
-            conn.send((Async._RESULT, result))
-            continue
-          if message == Async._CALL:
-            name, args, kwargs = payload
-            result = getattr(env, name)(*args, **kwargs)
-            conn.send((Async._RESULT, result))
-            continue
-          raise KeyError(f'Received message of unknown type {message}')
-        except Exception:  # pylint: disable=broad-except
-          # Reported to the caller; the worker keeps serving.
-          conn.send((Async._EXCEPTION, error or traceback.format_exc()))
-    finally:
-      workers.finish(env, conn)
+        raise KeyError(f'Received message of unknown type {message}')
+    except Exception:
+      stacktrace = ''.join(traceback.format_exception(*sys.exc_info()))
+      print(f'Error in environment process: {stacktrace}')
+      conn.send((Async._EXCEPTION, stacktrace))
+    workers.finish(env, conn)

@@ -90,7 +90,7 @@ def subset(folder, steps):
   link points to).
   """
   sys.path.insert(0, str(ROOT))
-  import replay
+  from support import replay
   view = folder.parent / f'subset-{steps}'
   shutil.rmtree(view, ignore_errors=True)
   (view / replay.CACHE).mkdir(parents=True)
@@ -107,9 +107,9 @@ def worker(spec):
   """Builds load_dataset on one core and reports speed and memory."""
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   sys.path.insert(0, str(ROOT))
-  import console  # noqa: F401
+  from support import console  # noqa: F401
   import dreamer
-  import replay
+  from support import replay
   import tools
   if spec['mode'] == 'old':
     replay.load = replay.read_npz

@@ -23,3 +23,23 @@ def run(*flags, script='dreamer.py', timeout=400):
 def read_metrics(logdir):
   with (logdir / 'metrics.jsonl').open() as f:
     return [json.loads(line) for line in f]
+
+
+def save_episodes(directory, episodes):
+  """tools.save_episodes, returning the files it wrote (in write order)."""
+  import tools  # pylint: disable=import-outside-toplevel
+  directory = pathlib.Path(directory)
+  before = set(directory.glob('*.npz'))
+  tools.save_episodes(directory, episodes)
+  return sorted(set(directory.glob('*.npz')) - before,
+                key=lambda p: p.stat().st_mtime_ns)
+
+
+def one_cpu():
+  """The strategy of a run on a CPU: one replica on the first device.
+
+  conftest.py splits the CPU into two logical devices for the two-replica
+  tests; the original's MirroredStrategy() would take both.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.distribute.MirroredStrategy(['/cpu:0'])

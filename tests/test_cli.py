@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-import cli
 import dreamer
+import tools
+from support import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ class TestCommandLine:
     assert '(default: dmc_walker_walk)' in result.stdout
 
   def test_flag_parsing(self):
-    config = cli.parse_args(dreamer.define_config, [
+    config = cli.parse_args(dreamer.define_config, tools.args_type, [
         '--steps', '1e4', '--prefill', '2e3', '--pcont', 'True',
         '--logdir', '~/runs/x', '--action_repeat', '4'])
     assert config.steps == 10000 and config.prefill == 2000
@@ -37,7 +38,7 @@ class TestCommandLine:
 
   def test_presets_and_explicit_flags_win(self):
     config = cli.parse_args(
-        dreamer.define_config,
+        dreamer.define_config, tools.args_type,
         ['--preset', 'atari', '--task', 'atari_pong', '--horizon', '12'])
     assert config.action_dist == 'onehot' and config.pcont is True
     assert config.clip_rewards == 'tanh'
@@ -45,16 +46,37 @@ class TestCommandLine:
 
   def test_cpu_preset_is_the_measured_bundle(self):
     # docs/learning.md measured exactly these; the schedule stays the paper's.
-    config = cli.parse_args(dreamer.define_config, ['--preset', 'cpu'])
-    default = cli.parse_args(dreamer.define_config, [])
+    config = cli.parse_args(dreamer.define_config, tools.args_type, ['--preset', 'cpu'])
+    default = cli.parse_args(dreamer.define_config, tools.args_type, [])
     changed = {k: v for k, v in vars(config).items()
                if v != vars(default)[k]}
     assert changed == dict(
         cnn_depth=16, num_units=200, deter_size=100, stoch_size=20,
         batch_size=16, precision=32, rssm_noise='independent')
     config = cli.parse_args(
-        dreamer.define_config, ['--preset', 'cpu', '--rssm_noise', 'shared'])
+        dreamer.define_config, tools.args_type,
+        ['--preset', 'cpu', '--rssm_noise', 'shared'])
     assert config.rssm_noise == 'shared' and config.num_units == 200
+
+  def test_parsers_are_named_in_errors(self, capsys):
+    with pytest.raises(SystemExit):
+      cli.parse_args(dreamer.define_config, tools.args_type, ['--envs', 'x'])
+    assert "invalid int value: 'x'" in capsys.readouterr().err
+
+  def test_resume_message_quotes_the_command(self):
+    config = cli.parse_args(dreamer.define_config, tools.args_type, [])
+    message = cli.resume_message(config, ['--logdir', 'my runs/a'])
+    assert message.endswith("python dreamer.py --logdir 'my runs/a'")
+
+  def test_task_names_checked_without_an_environment(self):
+    with pytest.raises(cli.ConfigError, match='walker_walk') as error:
+      cli.check_task('dmc_walker_fly')
+    assert 'cup_catch' in str(error.value)
+    assert 'point_mass' not in str(error.value)  # Split at its underscore.
+    cli.check_task('dmc_cup_catch')
+    cli.check_task('atari_space_invaders')
+    with pytest.raises(cli.ConfigError, match="Atari game 'notagame'"):
+      cli.check_task('atari_notagame')
 
   @pytest.mark.parametrize('flags, message', [
       (['--precision', '8'], '--precision 8 is not valid; choose one of: 16, 32'),
@@ -69,7 +91,8 @@ class TestCommandLine:
   ])
   def test_bad_input_is_refused(self, flags, message, tmp_path):
     config = cli.parse_args(
-        dreamer.define_config, flags + ['--logdir', str(tmp_path / 'x')])
+        dreamer.define_config, tools.args_type,
+        flags + ['--logdir', str(tmp_path / 'x')])
     with pytest.raises(cli.ConfigError, match=message):
       cli.validate(config)
     assert not (tmp_path / 'x').exists()

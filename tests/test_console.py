@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-import console
+from support import console
 from runs import ROOT
 
 NOISE = [
@@ -41,7 +41,7 @@ def test_cuda_errors_stay_where_a_gpu_is_expected():
 
 def test_filter_writes_back_what_is_not_noise():
   code = (
-      'import os, console\n'
+      'import os; from support import console\n'
       'with console.filtered_native_stderr(gpu_expected=False):\n'
       '  for line in %r: os.write(2, line.encode())\n' % (NOISE + REAL,))
   result = subprocess.run(
@@ -50,10 +50,25 @@ def test_filter_writes_back_what_is_not_noise():
   assert result.stderr == ''.join(REAL)
 
 
+def test_errors_reach_the_terminal_when_the_import_aborts():
+  # An abort inside the filtered import (as TensorFlow's on an unsupported
+  # CPU) still shows what was written before it.
+  code = (
+      'import os; from support import console\n'
+      'with console.filtered_native_stderr(gpu_expected=False):\n'
+      '  os.write(2, %r.encode())\n'
+      '  os.abort()\n' % REAL[0])
+  result = subprocess.run(
+      [sys.executable, '-c', code], cwd=ROOT,
+      capture_output=True, text=True)
+  assert result.returncode != 0
+  assert REAL[0] in result.stderr
+
+
 def test_a_start_prints_no_noise():
   # The import as the programs do it, on this machine (CPU-only in CI).
   result = subprocess.run(
-      [sys.executable, '-c', 'import console'], cwd=ROOT, capture_output=True,
+      [sys.executable, '-c', 'from support import console'], cwd=ROOT, capture_output=True,
       text=True, env={k: v for k, v in os.environ.items()
                       if k != 'TF_CPP_MIN_LOG_LEVEL'})
   assert result.returncode == 0, result.stderr

@@ -9,12 +9,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tf_keras import mixed_precision as prec
 
-import checkpoint
-import cli
 import dreamer
-import runtime
-import storage
+import runs
 import tools
+from support import checkpoint
+from support import cli
+from support import runtime
+from support import storage
 
 tfd = tfp.distributions
 
@@ -53,7 +54,8 @@ def make_agent(tmp_path, strategy=None, action_dim=2, **overrides):
   else:
     space = gym.spaces.Box(-1, 1, (action_dim,), np.float32)
   writer = tf.summary.create_file_writer(str(tmp_path))
-  agent = dreamer.Dreamer(config, datadir, space, writer, strategy=strategy)
+  agent = dreamer.Dreamer(
+      config, datadir, space, writer, strategy=strategy or runs.one_cpu())
   return agent, config
 
 
@@ -625,7 +627,7 @@ class TestZeroPrefillAndPretrain:
   @pytest.mark.parametrize('flag', ['--prefill', '--pretrain'])
   def test_zero_is_accepted(self, flag, tmp_path):
     config = cli.parse_args(
-        dreamer.define_config,
+        dreamer.define_config, tools.args_type,
         ['--logdir', str(tmp_path), '--task', 'dmc_cartpole_balance', flag,
          '0'])
     cli.validate(config)  # Raises on a refused value.
@@ -776,11 +778,12 @@ class TestEnsureOneEpisode:
     try:
       space = env.action_space
       agent = lambda o, d, _: ([space.sample() for _ in d], None)
-      storage.ensure_one_episode(agent, [env], datadir)
+      collect = lambda: tools.simulate(agent, [env], episodes=1)
+      storage.ensure_one_episode(datadir, collect)
       assert tools.count_episodes(datadir) == (1, 50)
       assert 'collecting one random episode' in capsys.readouterr().out
       # A replay that holds an episode is left alone.
-      storage.ensure_one_episode(agent, [env], datadir)
+      storage.ensure_one_episode(datadir, collect)
       assert tools.count_episodes(datadir) == (1, 50)
     finally:
       env.close()

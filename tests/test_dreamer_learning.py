@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
 import dreamer
-import runtime
+import runs
 import tools
+from support import cli
+from support import runtime
 
 MODEL_STEPS = 300
 BEHAVIOR_STEPS = 300
@@ -86,7 +87,8 @@ def learned(tmp_path_factory):
   runtime.set_seed(config.seed)
   space = gym.spaces.Box(-1, 1, (2,), np.float32)
   writer = tf.summary.create_file_writer(str(tmp))
-  agent = dreamer.Dreamer(config, tmp / 'episodes', space, writer)
+  agent = dreamer.Dreamer(
+      config, tmp / 'episodes', space, writer, strategy=runs.one_cpu())
   batch = next(agent._dataset)
   set_learning_rates(agent, model=config.model_lr)
   model = train(agent, MODEL_STEPS)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
 import dreamer
+import tools
+from support import cli
 from runs import read_metrics
 from runs import run
 
@@ -172,8 +173,10 @@ class TestAtari:
   def test_presets_compose_in_either_order(self):
     # The two presets set disjoint flags, so neither order loses a value.
     assert not set(cli.PRESETS['atari']) & set(cli.PRESETS['tiny'])
-    one = cli.parse_args(dreamer.define_config, ['--preset', 'atari', 'tiny'])
-    other = cli.parse_args(dreamer.define_config, ['--preset', 'tiny', 'atari'])
+    one = cli.parse_args(
+        dreamer.define_config, tools.args_type, ['--preset', 'atari', 'tiny'])
+    other = cli.parse_args(
+        dreamer.define_config, tools.args_type, ['--preset', 'tiny', 'atari'])
     assert vars(one) == vars(other)
     for key, value in {**cli.PRESETS['atari'],
                        **cli.PRESETS['tiny']}.items():

@@ -18,8 +18,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import dreamer
-import runtime
+import runs
 import tools
+from support import runtime
 
 tfd = tfp.distributions
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -89,9 +90,9 @@ def build_agent(tmp_path, meta):
   config = dreamer.define_config()
   config.update(meta['full_config'])
   config.logdir = tmp_path
-  # The rule gives every element its own noise, as a per-entry sampler draws
-  # it; the original's shared draw would broadcast one vector instead.
-  config.rssm_noise = 'independent'
+  # The default, the original's sampler patch (tools._mnd_sample): the rule
+  # replaces MultivariateNormalDiag.sample as it replaced the original's.
+  config.rssm_noise = 'shared'
   runtime.set_precision(config)
   datadir = tmp_path / 'episodes'
   length = config.batch_length + 1
@@ -104,7 +105,9 @@ def build_agent(tmp_path, meta):
       'discount': np.ones(length, np.float32)}])
   space = gym.spaces.Box(-1, 1, (meta['actdim'],), np.float32)
   writer = tf.summary.create_file_writer(str(tmp_path))
-  return dreamer.Dreamer(config, datadir, space, writer), config
+  agent = dreamer.Dreamer(
+      config, datadir, space, writer, strategy=runs.one_cpu())
+  return agent, config
 
 
 def reset_to(agent, init):

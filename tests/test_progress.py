@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 
-import progress
+from support import progress
 
 
 class TestProgress:
@@ -24,13 +24,31 @@ class TestProgress:
     status = progress.Progress(
         agent, 'train', 100, 1100, 2, updates=lambda: updates[0], every=30,
         clock=lambda: now[0], out=out)
-    for _ in range(10):
+    for _ in range(18):
       now[0] += 4.0
       status({}, np.zeros(1, bool))
-    # After 32 s: 8 calls, 16 frames, 16 updates, 500 frames to go at 0.5/s.
-    line, = out.getvalue().strip().splitlines()
-    assert line.startswith('[train] frames 116/1100 | 0.5 fps | 0.50 updates/s')
-    assert 'ETA 0:32:48' in line
+    first, second = out.getvalue().strip().splitlines()
+    # The first interval includes whatever came before (a training phase,
+    # the start-up): no rate yet.
+    assert first == '[train] frames 116/1100 | measuring the rate'
+    # 32 s later: 16 frames and 16 updates; 968 frames to go at 0.5/s.
+    assert second.startswith(
+        '[train] frames 132/1100 | 0.5 fps | 0.50 updates/s')
+    assert second.endswith('ETA 0:32:16')
+
+  def test_first_report_after_a_long_phase_shows_no_rate(self):
+    now = [0.0]
+    out = io.StringIO()
+
+    def agent(obs, reset, state):
+      now[0] += 1400.0  # A first training phase inside the first call.
+      return np.zeros((len(reset), 1)), state
+
+    status = progress.Progress(
+        agent, 'train', 5000, 10**6, 2, every=30, clock=lambda: now[0],
+        out=out)
+    status({}, np.zeros(1, bool))
+    assert 'fps' not in out.getvalue() and 'ETA' not in out.getvalue()
 
 
 class TestPhaseProgress:
@@ -123,3 +141,17 @@ class TestAtStop:
     progress.stopped()
     progress.stopped()
     assert calls == ['save', 'flush']
+
+
+def test_uninstall_restores_the_signal_handlers():
+  before = signal.getsignal(signal.SIGTERM)
+  progress.install(lambda: None)
+  try:
+    assert signal.getsignal(signal.SIGTERM) != before
+    progress.at_stop(lambda: None)
+    progress.install()  # A second run in this process starts afresh.
+    assert progress._AT_STOP == []
+  finally:
+    progress.uninstall()
+  assert signal.getsignal(signal.SIGTERM) == before
+  assert not progress.stop_requested()

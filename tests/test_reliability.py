@@ -24,11 +24,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoint
-import cli
 import dreamer
-import storage
+import runs
 import tools
+from support import checkpoint
+from support import cli
+from support import storage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -273,7 +274,8 @@ class TestKillAndResume:
     assert len(listed) <= 2  # max_to_keep
     reader = tf.train.load_checkpoint(final)
     assert reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE') >= STEPS
-    config = cli.parse_args(dreamer.define_config, list(FLAGS))
+    config = cli.parse_args(
+        dreamer.define_config, tools.args_type, list(FLAGS))
     steps = dreamer.count_steps(logdir / 'episodes', config)
     assert steps >= STEPS
 
@@ -284,14 +286,15 @@ class TestKillAndResume:
 KILL_AT_SAVE = """
 import os, signal, sys
 sys.path.insert(0, os.getcwd())
-import checkpoint, cli, dreamer
+import dreamer, tools
+from support import checkpoint, cli
 save = checkpoint.save
 def save_or_die(manager, step):
   if step == int(os.environ['KILL_AT']):
     os.kill(os.getpid(), signal.SIGKILL)
   return save(manager, step)
 checkpoint.save = save_or_die
-sys.exit(cli.run(dreamer.main, dreamer.define_config))
+sys.exit(cli.run(dreamer.main, dreamer.define_config, tools.args_type))
 """
 
 
@@ -433,8 +436,8 @@ def bad_inputs(series, tmp_path_factory):
                 'Unknown suite "gym" in --task gym_cartpole. Valid suites: '
                 'dmc'),
       'dmc_task': (['--task', 'dmc_walker_fly'],
-                   "Unknown DeepMind Control task 'walker_fly'; valid tasks "
-                   'are: acrobot_swingup'),
+                   "Unknown DeepMind Control task 'walker_fly' in --task "
+                   'dmc_walker_fly; valid names are: acrobot_swingup'),
       'atari_game': (['--task', 'atari_notagame'],
                      "Unknown Atari game 'notagame'"),
       'batch_length': (['--batch_length', '150'],
@@ -497,7 +500,7 @@ class TestDiskFull:
       saved = []
       with pytest.raises(storage.WriteError, match='the disk is full') as info:
         for _ in range(100):
-          saved += tools.save_episodes(episodes, [episode])
+          saved += runs.save_episodes(episodes, [episode])
       assert info.value.errno == errno.ENOSPC
       assert saved and sorted(episodes.iterdir()) == sorted(saved)
       check_episodes(disk)
@@ -622,7 +625,7 @@ for i in range(start + 1, start + 10000):
       assert latest.endswith(f'ckpt-{number}')
       values = reader.get_tensor('values/.ATTRIBUTES/VARIABLE_VALUE')
       assert np.all(values == number)
-      checkpoint.remove_partial_checkpoints(directory)
+      storage.remove_matching(directory, '*_temp*')
       assert not [n for n in os.listdir(directory) if '_temp' in n]
     print(f'kills that interrupted a save: {interrupted}')
     # The two placed kills must leave a save cut short, or the test would

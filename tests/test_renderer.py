@@ -4,7 +4,7 @@ Rendering itself, in and beside TensorFlow, is tested through
 wrappers.DeepMindControl in test_wrappers.py.
 """
 
-import renderer
+from support import renderer
 
 
 def test_renderer_error_text():

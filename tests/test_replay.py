@@ -9,15 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-import replay
+import runs
 import tools
+from support import replay
+from support import storage
 
 
 def write(directory, count, length, seed=0, size=16):
   rng = np.random.RandomState(seed)
   paths = []
   for _ in range(count):
-    paths += tools.save_episodes(directory, [{
+    paths += runs.save_episodes(directory, [{
         'image': rng.randint(0, 255, (length, size, size, 3), np.uint8),
         'action': rng.uniform(-1, 1, (length, 2)).astype(np.float16),
         'reward': rng.randn(length).astype(np.float16),
@@ -72,7 +74,8 @@ MEASURE = """
 import gc, pathlib, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import numpy as np
-import replay, tools
+import tools
+from support import replay
 from test_replay import eager, rss_anon, write
 folder = pathlib.Path({folder!r})
 write(folder, 24, 200, size=64)  # 59 MB of images.
@@ -222,7 +225,8 @@ class TestCrashSafety:
     (partial / 'data.bin').write_bytes(b'\x00' * 10)  # A write cut short.
     episode = replay.load(path)  # Built anew; the partial one is ignored.
     np.testing.assert_array_equal(episode['reward'][:], eager(path)['reward'])
-    assert replay.remove_partial_caches(tmp_path) == [partial]
+    assert storage.remove_matching(
+        tmp_path / replay.CACHE, '.*.tmp') == [partial]
     assert not partial.exists()
 
   def test_missing_source_record_is_rebuilt(self, tmp_path):

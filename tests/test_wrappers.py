@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import workers
+from support import workers
 import wrappers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,12 +180,6 @@ def test_action_repeat_does_not_bypass_intermediate_wrappers():
   np.testing.assert_allclose(inner.actions[-1], [2.0, 2.0])
 
 
-def test_dmc_unknown_task_lists_valid_tasks():
-  with pytest.raises(ValueError, match='walker_walk') as error:
-    wrappers.DeepMindControl('walker_fly')
-  assert 'walker_fly' in str(error.value) and 'cup_catch' in str(error.value)
-
-
 def _python(code, **env_vars):
   """Starts a Python subprocess that can import wrappers, without display."""
   env = dict(os.environ, PYTHONPATH=ROOT, **env_vars)
@@ -326,10 +320,44 @@ def test_atari_life_done():
   assert ale.lives() == lives  # Reset starts a new game.
 
 
-def test_atari_unknown_game():
-  with pytest.raises(ValueError, match='ms_pacman') as error:
-    wrappers.Atari('pongg')
-  assert 'pongg' in str(error.value) and 'get_all_rom_ids' in str(error.value)
+class FakeGame:
+  """Stands in for the emulator: frame t is filled with t; ends at `end`."""
+
+  def __init__(self, shape, end):
+    self.shape, self.end, self.t = shape, end, 0
+    self.unwrapped = self
+    self.ale = self
+
+  def lives(self):
+    return 3
+
+  def reset(self, seed=None):
+    self.t = 0
+    return np.zeros(self.shape, np.uint8), {}
+
+  def step(self, action):
+    self.t += 1
+    frame = np.full(self.shape, self.t, np.uint8)
+    return frame, 0.0, self.t == self.end, False, {}
+
+
+@pytest.mark.parametrize('repeat, end, expected', [
+    # Frames 3 and 4 are read; frame 6 ends the episode in the second step's
+    # second repeat: as in the original, it is not read, and the observation
+    # stays the maximum of the frames read before.
+    (4, 6, [4, 4]),
+    # A repeat of 1 reads every frame (the original never updated the image).
+    (1, 2, [1, 1]),
+    (1, 3, [1, 2]),
+])
+def test_atari_frames_read_as_in_the_original(repeat, end, expected):
+  env = wrappers.Atari('pong', repeat, (64, 64), grayscale=False, noops=0)
+  game = FakeGame(env._env.observation_space.shape, end)
+  env._env = game
+  env.reset()
+  images = [env.step(0)[0]['image'] for _ in range(2)]
+  assert [int(image.max()) for image in images] == expected
+  assert all(image.min() == image.max() for image in images)
 
 
 # Generic wrappers.
@@ -342,12 +370,10 @@ def test_one_hot_action_validation():
   env.reset()
   with pytest.raises(ValueError, match='one-hot'):
     env.step(np.full(4, 0.5))
-  with pytest.raises(ValueError, match=r'1\., 1\., 0\., 0\.'):
+  with pytest.raises(ValueError, match=r'1\. 1\. 0\. 0\.'):
     env.step(np.array([1.0, 1.0, 0.0, 0.0]))
   with pytest.raises(ValueError):
     env.step(np.zeros(4))
-  with pytest.raises(ValueError):
-    env.step(np.array([0.0, 1.0, 0.0]))  # Wrong length.
   for dtype in (np.float16, np.float32, np.float64):
     env.step(np.array([0, 0, 1, 0], dtype))
     assert inner.actions[-1] == 2
@@ -401,8 +427,10 @@ def test_normalize_actions():
       np.array([0.0, -np.inf], np.float32), np.array([10.0, np.inf],
                                                       np.float32))
   env = wrappers.NormalizeActions(inner)
-  np.testing.assert_array_equal(env.action_space.low, [-1, -np.inf])
-  np.testing.assert_array_equal(env.action_space.high, [1, np.inf])
+  # As the original: every dimension reports [-1, 1]; the unbounded one is
+  # passed through unchanged.
+  np.testing.assert_array_equal(env.action_space.low, [-1, -1])
+  np.testing.assert_array_equal(env.action_space.high, [1, 1])
   env.reset()
   env.step(np.array([-1.0, 7.0]))
   np.testing.assert_allclose(inner.actions[-1], [0.0, 7.0])
@@ -482,7 +510,9 @@ def test_async_process_reraises_worker_exception():
     text = str(error.value)
     assert 'Traceback' in text and 'step failed on purpose' in text
     assert 'in step' in text  # The worker's frames are in the message.
-    assert env.reset()['state'].shape == (3,)  # The worker keeps serving.
+    # As the original's, the worker ends after reporting an exception.
+    with pytest.raises(workers.WorkerError, match='has exited'):
+      env.reset()
   finally:
     env.close()
   assert not multiprocessing.active_children()

@@ -11,16 +11,42 @@ import errno
 import json
 import os
 import pathlib
+import shlex
 import sys
 
-import checkpoint
-import progress
-import replay
-import storage
-import tools
-import wrappers
+from support import checkpoint
+from support import progress
+from support import renderer
+from support import replay
+from support import storage
 
 ACTIVATIONS = ('elu', 'relu', 'swish', 'leaky_relu')
+
+# The valid values of the flags that have a fixed set of them.
+CHOICES = dict(
+    precision=(16, 32), parallel=('none', 'thread', 'process'),
+    clip_rewards=('none', 'tanh'), dense_act=ACTIVATIONS,
+    cnn_act=ACTIVATIONS, action_dist=('tanh_normal', 'onehot'),
+    expl=('additive_gaussian', 'completely_random', 'epsilon_greedy'),
+    rssm_noise=('shared', 'independent'))
+
+# The sections of define_config(), by their first flag, for --help.
+SECTIONS = dict(
+    logdir='General', task='Environment', deter_size='Model',
+    batch_size='Training', discount='Behavior')
+SECTIONS_HELP = dict(
+    steps='environment frames (agent steps x action_repeat)',
+    precision='16: mixed float16 on GPU (see README for CPU); 32: float32',
+    deterministic=(
+        "TensorFlow's op determinism: the same command and seed give the "
+        'same run'),
+    rssm_noise=(
+        'shared: one noise vector per step for the whole batch, as the '
+        "original's sampler does; independent: one per entry, as the paper "
+        'describes'))
+
+# A full or read-only disk: the run stops with what it wrote intact.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 # Named bundles of flag values; explicit flags on the command line win.
@@ -64,13 +90,7 @@ def vars_of(config):
 def validate(config):
   """Refuses bad input before any work, naming the valid choices."""
   c = vars_of(config)
-  choices = dict(
-      precision=(16, 32), parallel=('none', 'thread', 'process'),
-      clip_rewards=('none', 'tanh'), dense_act=ACTIVATIONS,
-      cnn_act=ACTIVATIONS, action_dist=('tanh_normal', 'onehot'),
-      expl=('additive_gaussian', 'completely_random', 'epsilon_greedy'),
-      rssm_noise=('shared', 'independent'))
-  for key, valid in choices.items():
+  for key, valid in CHOICES.items():
     if c[key] not in valid:
       raise ConfigError(
           f'--{key} {c[key]} is not valid; choose one of: '
@@ -101,18 +121,36 @@ class ConfigError(Exception):
 
 
 def check_task(task):
+  """Refuses an unknown suite, task or game, without building it."""
   suite, _, name = task.partition('_')
-  try:
-    if suite == 'dmc':
-      wrappers.DeepMindControl(name).close()
-    elif suite == 'atari':
-      wrappers.Atari(name).close()
-    else:
-      raise ValueError(
-          f'Unknown suite "{suite}" in --task {task}. Valid suites: dmc '
-          '(e.g. dmc_walker_walk) and atari (e.g. atari_pong).')
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
+  if suite == 'dmc':
+    valid = dmc_tasks()
+  elif suite == 'atari':
+    valid = atari_games()
+  else:
+    raise ConfigError(
+        f'Unknown suite "{suite}" in --task {task}. Valid suites: dmc '
+        '(e.g. dmc_walker_walk) and atari (e.g. atari_pong).')
+  if name not in valid:
+    kind = 'DeepMind Control task' if suite == 'dmc' else 'Atari game'
+    raise ConfigError(
+        f'Unknown {kind} {name!r} in --task {task}; valid names are: '
+        + ', '.join(sorted(valid)))
+
+
+def dmc_tasks():
+  # As wrappers.DeepMindControl names them: domain_task, 'cup' for the
+  # domain ball_in_cup (its task name is split at the first underscore).
+  return {f"{'cup' if d == 'ball_in_cup' else d}_{t}"
+          for d, t in renderer.import_suite().ALL_TASKS
+          if d == 'ball_in_cup' or '_' not in d}
+
+
+def atari_games():
+  # The ROMs that ale-py ships, in the snake case of the original's names
+  # (atari_pong, atari_space_invaders).
+  import ale_py.roms  # pylint: disable=import-outside-toplevel
+  return set(ale_py.roms.get_all_rom_ids())
 
 
 def check_writable(logdir):
@@ -127,8 +165,12 @@ def check_writable(logdir):
       raise ConfigError(f'Cannot write the logdir: {sub} is not writable.')
 
 
-def parse_args(define_config, argv=None):
-  """Flags of define_config(), after the values of any --preset."""
+def parse_args(define_config, args_type, argv=None):
+  """Flags of define_config(), after the values of any --preset.
+
+  args_type is the original's tools.args_type, passed down so that this
+  module does not import the files above it.
+  """
   pre = argparse.ArgumentParser(add_help=False)
   pre.add_argument('--preset', nargs='+', default=[], choices=sorted(PRESETS))
   presets = pre.parse_known_args(argv)[0].preset
@@ -142,43 +184,43 @@ def parse_args(define_config, argv=None):
   config = define_config()
   for name in presets:
     config.update(PRESETS[name])
-  group = None
+  group = parser
   for key, value in config.items():
     if key in SECTIONS:
       group = parser.add_argument_group(SECTIONS[key])
-    parse = tools.args_type(value)
+    parse = named(args_type(value), value)
     group.add_argument(
         f'--{key}', type=parse, default=value, metavar=parse.__name__,
-        help=(SECTIONS_HELP.get(key, '') + ' (default: %(default)s)').strip())
+        help=flag_help(key))
   args = parser.parse_args(argv)
   del args.preset
   return args
 
 
-# The sections of define_config(), by their first flag, for --help.
-SECTIONS = dict(
-    logdir='General', task='Environment', deter_size='Model',
-    batch_size='Training', discount='Behavior')
-SECTIONS_HELP = dict(
-    steps='environment frames (agent steps x action_repeat)',
-    precision='16: mixed float16 on GPU (see README for CPU); 32: float32',
-    deterministic=(
-        "TensorFlow's op determinism: the same command and seed give the "
-        'same run'),
-    parallel='none, thread or process', clip_rewards='none or tanh',
-    action_dist='tanh_normal or onehot',
-    expl='additive_gaussian, completely_random or epsilon_greedy',
-    dense_act='elu, relu, swish or leaky_relu',
-    cnn_act='elu, relu, swish or leaky_relu',
-    rssm_noise=(
-        'shared: one noise vector per step for the whole batch, as the '
-        "original's sampler does; independent: one per entry, as the paper "
-        'describes'))
+def named(parse, default):
+  # argparse names the type in its errors ("invalid int value: 'abc'"), and
+  # the original's parsers are lambdas.
+  if isinstance(default, bool):
+    parse.__name__ = 'bool'
+  elif isinstance(default, int):
+    parse.__name__ = 'int'
+  elif isinstance(default, pathlib.Path):
+    parse.__name__ = 'path'
+  return parse
 
 
-def run(main, define_config, argv=None):
+def flag_help(key):
+  text = SECTIONS_HELP.get(key, '')
+  if key in CHOICES and key not in SECTIONS_HELP:
+    text = ' or '.join(
+        [', '.join(str(v) for v in CHOICES[key][:-1]), str(CHOICES[key][-1])])
+  return (text + ' (default: %(default)s)').strip()
+
+
+def run(main, define_config, args_type, argv=None):
   """Parses the flags and runs main(config); returns the exit status."""
-  config = parse_args(define_config, argv)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  config = parse_args(define_config, args_type, argv)
   try:
     validate(config)
     config.steps = int(config.steps)
@@ -189,8 +231,10 @@ def run(main, define_config, argv=None):
       progress.stopped()  # Saves the checkpoint, as main() asked.
       print(f'Stopped by {e}. Collected episodes are kept in '
             f'{config.logdir / "episodes"}.')
-      print(resume_message(config))
+      print(resume_message(config, argv))
       return 128 + e.signum
+    finally:
+      progress.uninstall()
   except (ConfigError, replay.DiskFull) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
@@ -202,13 +246,11 @@ def run(main, define_config, argv=None):
       raise
     # A full or read-only disk: the files written so far are complete.
     print(f'Error: {e}', file=sys.stderr)
-    print('Free some space. ' + resume_message(config), file=sys.stderr)
+    print('Free some space. ' + resume_message(config, argv),
+          file=sys.stderr)
     return 1
 
 
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-def resume_message(config):
-  flags = ' '.join(sys.argv[1:]) or f'--logdir {config.logdir}'
+def resume_message(config, argv):
+  flags = shlex.join(argv) or f'--logdir {shlex.quote(str(config.logdir))}'
   return f'To resume, run the same command again: python dreamer.py {flags}'

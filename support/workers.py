@@ -11,12 +11,8 @@ import os
 import pickle
 import signal
 import threading
-import traceback
 
-try:
-  import cloudpickle
-except ImportError:  # Plain pickle handles module-level functions and partials.
-  cloudpickle = None
+import cloudpickle
 
 
 class WorkerError(RuntimeError):
@@ -36,7 +32,7 @@ def start(worker, ctor, strategy, close):
   context = multiprocessing.get_context('spawn')
   conn, worker_conn = context.Pipe()
   # The ctor is usually a lambda or closure, which only cloudpickle handles.
-  payload = (cloudpickle or pickle).dumps(ctor)
+  payload = cloudpickle.dumps(ctor)
   process = context.Process(
       target=worker, args=(payload, worker_conn, os.getpid()), daemon=True)
   process.start()
@@ -54,6 +50,8 @@ def send(conn, process, message):
   try:
     conn.send(message)
   except (BrokenPipeError, ConnectionResetError) as e:
+    if conn.poll():
+      return  # Its last word, e.g. the exception that ended it, is waiting.
     raise WorkerError(_dead_message(process)) from e
 
 
@@ -87,19 +85,14 @@ def stop(conn, process, close, message):
 
 
 def construct(ctor, parent_pid):
-  """In the worker: builds the env; returns it, or None and the traceback."""
+  """In the worker: builds the env (an error ends the worker, as before)."""
   if parent_pid is not None:
     # Ctrl-C in a terminal signals the whole process group; the parent
     # handles it and closes the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-  try:
-    if isinstance(ctor, bytes):
-      ctor = pickle.loads(ctor)
-    return ctor(), None
-  except Exception:  # pylint: disable=broad-except
-    # Reported in answer to every request rather than ending the worker, so
-    # that the parent sees the cause instead of a broken pipe.
-    return None, traceback.format_exc()
+  if isinstance(ctor, bytes):
+    ctor = pickle.loads(ctor)
+  return ctor()
 
 
 def next_message(conn, parent_pid):

@@ -9,11 +9,10 @@ Dreamer.load, the original's entry points, call save() and load().
 import glob
 import os
 import pathlib
-import shutil
 
 import tensorflow as tf
 
-import storage
+from support import storage
 
 MAX_TO_KEEP = 2
 
@@ -142,19 +141,9 @@ def remove_partial_checkpoint(prefix):
   # TensorFlow writes a checkpoint into `<prefix>_temp/`, then moves it to
   # `<prefix>.index` and `<prefix>.data-*`; only then does the `checkpoint`
   # file name it. A failed or killed save leaves the pieces, never listed.
-  for path in glob.glob(glob.escape(prefix) + '_temp*'):
-    shutil.rmtree(path, ignore_errors=True)
-  for path in glob.glob(glob.escape(prefix) + '.*'):
-    os.remove(path)
-
-
-def remove_partial_checkpoints(directory):
-  """Removes what saves that were killed left in the checkpoints directory."""
-  removed = []
-  for path in pathlib.Path(directory).glob('*_temp*'):
-    shutil.rmtree(path, ignore_errors=True)
-    removed.append(path)
-  return removed
+  directory, name = os.path.split(prefix)
+  for suffix in ('_temp*', '.*'):
+    storage.remove_matching(directory, glob.escape(name) + suffix)
 
 
 def restore_latest(manager):

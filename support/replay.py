@@ -237,15 +237,6 @@ def build_cache(folder, filename):
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def remove_partial_caches(directory):
-  """Removes the temporary folders of cache writes that were killed."""
-  removed = []
-  for path in (pathlib.Path(directory) / CACHE).glob('.*.tmp'):
-    shutil.rmtree(path, ignore_errors=True)
-    removed.append(path)
-  return removed
-
-
 class DiskFull(Exception):
   pass
 

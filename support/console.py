@@ -6,15 +6,16 @@ TF_CPP_MIN_LOG_LEVEL does not hide its first messages: every start printed
 to STDERR", INFO lines about oneDNN and CUDA drivers, and, on a machine
 without a GPU, "failed call to cuInit: ... UNKNOWN ERROR (303)". Importing
 this module imports TensorFlow and initialises its devices with the native
-stderr captured, then writes back every line that is not such noise: errors
-stay visible, and so does the cuInit error on a machine with an NVIDIA device.
+stderr streamed through a filter that passes every line that is not such
+noise: errors stay visible, and so does the cuInit error on a machine with an
+NVIDIA device.
 """
 
 import contextlib
 import os
 import re
+import subprocess
 import sys
-import tempfile
 
 # Below TF_CPP_MIN_LOG_LEVEL=2 (INFO and WARNING), which absl ignores until
 # it is initialised.
@@ -33,26 +34,44 @@ def is_noise(line, gpu_expected):
   return not gpu_expected and any(text in line for text in _NO_GPU)
 
 
+# The filter runs in a process of its own, so that what TensorFlow writes
+# before it aborts the import (an illegal instruction on an old CPU, a CUDA
+# abort) still reaches the terminal: the filter reads on to the pipe's end.
+FILTER = """
+import re, sys
+low, absl, no_gpu, gpu_expected = eval(sys.argv[1])
+low = re.compile(low)
+for line in sys.stdin.buffer:
+  text = line.decode('utf-8', 'replace')
+  noise = absl in text or low.match(text) or (
+      not gpu_expected and any(t in text for t in no_gpu))
+  if not noise:
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+"""
+
+
 @contextlib.contextmanager
 def filtered_native_stderr(gpu_expected=None):
-  """Captures file descriptor 2 and writes back all but the noise."""
+  """Streams file descriptor 2 through a filter that drops the noise."""
   gpu_expected = has_nvidia_device() if gpu_expected is None else gpu_expected
   sys.stderr.flush()
   saved = os.dup(2)
-  with tempfile.TemporaryFile() as capture:
-    os.dup2(capture.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      capture.seek(0)
-      text = capture.read().decode('utf-8', errors='replace')
-      kept = [line for line in text.splitlines(keepends=True)
-              if not is_noise(line, gpu_expected)]
-      sys.stderr.write(''.join(kept))
-      sys.stderr.flush()
+  read, write = os.pipe()
+  args = repr((_LOW_LEVEL.pattern, _ABSL, _NO_GPU, gpu_expected))
+  process = subprocess.Popen(
+      [sys.executable, '-c', FILTER, args], stdin=read, stdout=saved,
+      close_fds=True)
+  os.close(read)
+  os.dup2(write, 2)
+  os.close(write)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)  # The filter sees the end of its input and exits.
+    os.close(saved)
+    process.wait()
 
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')

@@ -9,23 +9,36 @@ skipped, never counted.
 import errno
 import os
 import pathlib
+import shutil
 import zipfile
 
-import checkpoint
-import replay
-import tools
+# The module at the bottom of support/: it imports none of the others.
+
+# What a write cut short by a kill leaves, by folder below the logdir: our
+# episode files' temporary names, the replay cache's temporary folders, and
+# TensorFlow's temporary checkpoint folders.
+LEFTOVERS = (
+    ('episodes', '.*.tmp', 'file'), ('episodes/.cache', '.*.tmp', 'cache'),
+    ('checkpoints', '*_temp*', 'checkpoint'))
 
 
-def remove_partial_writes(logdir):
+def remove_leftovers(logdir):
   """Removes and names what writes cut short by a kill left in the logdir."""
-  logdir = pathlib.Path(logdir)
-  for path in remove_partial_files(logdir / 'episodes'):
-    print(f'Removed the partial file {path.name} of an interrupted write.')
-  for path in replay.remove_partial_caches(logdir / 'episodes'):
-    print(f'Removed the partial replay cache {path.name} of an interrupted '
-          'write.')
-  for path in checkpoint.remove_partial_checkpoints(logdir / 'checkpoints'):
-    print(f'Removed the partial checkpoint {path.name} of an interrupted save.')
+  for folder, pattern, kind in LEFTOVERS:
+    for path in remove_matching(pathlib.Path(logdir) / folder, pattern):
+      print(f'Removed the partial {kind} {path.name} of an interrupted write.')
+
+
+def remove_matching(directory, pattern):
+  """Removes the files and folders in directory that match; returns them."""
+  removed = []
+  for path in pathlib.Path(directory).expanduser().glob(pattern):
+    if path.is_dir() and not path.is_symlink():
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      path.unlink(missing_ok=True)
+    removed.append(path)
+  return removed
 
 
 # Episode files never change once written (atomic rename), so what is known
@@ -68,7 +81,8 @@ class WriteError(OSError):
   """A file of the run could not be written; nothing partial was left."""
 
   def __str__(self):
-    return self.strerror  # The message, without OSError's "[Errno 28]".
+    # The message, without OSError's "[Errno 28]"; OSError's own without one.
+    return self.strerror or super().__str__()
 
 
 def write_atomic(filename, content):
@@ -90,15 +104,6 @@ def write_atomic(filename, content):
         'file was left behind and earlier files are intact.') from e
 
 
-def remove_partial_files(directory):
-  # Leftovers of writes interrupted by a kill; their content is incomplete.
-  removed = []
-  for temp in pathlib.Path(directory).expanduser().glob('.*.tmp'):
-    temp.unlink(missing_ok=True)
-    removed.append(temp)
-  return removed
-
-
 def new_files(directory, *known):
   # In the order they were written, not the directory's, so that the same
   # seed samples the same chunks in every run.
@@ -113,10 +118,10 @@ def _mtime(path):
     return 0
 
 
-def ensure_one_episode(random_agent, envs, datadir):
+def ensure_one_episode(datadir, collect_one):
   # The replay needs an episode to build the agent (its first train step and
   # the dataset's signature), also with --prefill 0 on an empty logdir.
-  if tools.count_episodes(datadir)[0] == 0:
+  if not any(episode_length(p) for p in pathlib.Path(datadir).glob('*.npz')):
     print('The replay is empty: collecting one random episode to build the '
           'agent on.')
-    tools.simulate(random_agent, envs, episodes=1)
+    collect_one()

@@ -27,7 +27,7 @@ class Progress:
     self._every = status_every() if every is None else every
     self._clock = clock
     self._out = out
-    self._begin = (clock(), start)
+    self._begin = None  # Rates are measured from the first report on.
     self._last = (clock(), start, updates())
 
   def __call__(self, obs, reset, state=None):
@@ -42,15 +42,22 @@ class Progress:
     last_time, last_frames, last_updates = self._last
     updates = self._updates()
     duration = max(now - last_time, 1e-9)
-    fps = (self._frames - last_frames) / duration
-    ups = (updates - last_updates) / duration
-    overall = (self._frames - self._begin[1]) / max(now - self._begin[0], 1e-9)
-    remaining = max(self._total - self._frames, 0)
-    eta = format_duration(remaining / overall) if overall > 0 else '?'
-    print(
-        f'[{self._label}] frames {self._frames}/{self._total} | '
-        f'{fps:.1f} fps | {ups:.2f} updates/s | ETA {eta}',
-        file=self._out or sys.stdout, flush=True)
+    line = f'[{self._label}] frames {self._frames}/{self._total}'
+    if self._begin is None:
+      # The first interval began before a training phase or the start-up, so
+      # its rate says nothing of the run's (it once read "0.0 fps | ETA
+      # 1403:16:07"): no rate and no ETA until one has been measured.
+      self._begin = (now, self._frames)
+      line += ' | measuring the rate'
+    else:
+      fps = (self._frames - last_frames) / duration
+      ups = (updates - last_updates) / duration
+      frames = self._frames - self._begin[1]
+      overall = frames / max(now - self._begin[0], 1e-9)
+      remaining = max(self._total - self._frames, 0)
+      eta = format_duration(remaining / overall) if overall > 0 else '?'
+      line += f' | {fps:.1f} fps | {ups:.2f} updates/s | ETA {eta}'
+    print(line, file=self._out or sys.stdout, flush=True)
     self._last = (now, self._frames, updates)
 
 
@@ -135,6 +142,9 @@ class Interrupted(Exception):
     self.signum = signum
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class GracefulStop:
   """Turns SIGINT and SIGTERM into a flag that loops check between steps.
 
@@ -159,19 +169,34 @@ class GracefulStop:
       raise Interrupted(self.signum)
 
 
-# The handler of this process, once install() has set one up.
+# The stop handler of the run under way in this process (one at a time:
+# signals are per process), set by install() and removed by uninstall().
 _STOP = None
 _AT_STOP = []
+_PREVIOUS = {}
 
 
 def install(*at_stop_fns):
   """Handles SIGINT and SIGTERM from now on; poll() then stops the loops.
 
-  The functions are run on such a stop, as are those given to at_stop().
+  The functions are run on such a stop, as are those given to at_stop(). A
+  second install() (a new run in the same process) starts afresh.
   """
   global _STOP
-  _STOP = GracefulStop()
+  uninstall()
+  _PREVIOUS.update({s: signal.getsignal(s) for s in _SIGNALS})
+  _STOP = GracefulStop(_SIGNALS)
   _AT_STOP[:] = at_stop_fns
+
+
+def uninstall():
+  """Restores the signal handlers from before install(); forgets the run."""
+  global _STOP
+  for signum, handler in _PREVIOUS.items():
+    signal.signal(signum, handler)
+  _PREVIOUS.clear()
+  _STOP = None
+  _AT_STOP.clear()
 
 
 def poll():
