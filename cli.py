@@ -14,6 +14,7 @@ import pathlib
 import sys
 
 import checkpoint
+import gymtask
 import progress
 import replay
 import storage
@@ -92,7 +93,7 @@ def validate(config):
         f'--batch_length {c["batch_length"]} is longer than an episode can '
         f'be: --time_limit {c["time_limit"]} / --action_repeat '
         f'{c["action_repeat"]} = {episode} steps. Use at most {episode}.')
-  check_task(c['task'])
+  check_task(c['task'], c)
   check_writable(pathlib.Path(c['logdir']).expanduser())
 
 
@@ -100,19 +101,39 @@ class ConfigError(Exception):
   pass
 
 
-def check_task(task):
+def check_task(task, config=None):
   suite, _, name = task.partition('_')
   try:
     if suite == 'dmc':
       wrappers.DeepMindControl(name).close()
     elif suite == 'atari':
       wrappers.Atari(name).close()
+    elif suite == 'gym':
+      check_gym(name, config or {})
     else:
       raise ValueError(
           f'Unknown suite "{suite}" in --task {task}. Valid suites: dmc '
-          '(e.g. dmc_walker_walk) and atari (e.g. atari_pong).')
+          '(e.g. dmc_walker_walk), atari (e.g. atari_pong) and gym (any '
+          'Gymnasium id, e.g. gym_HalfCheetah-v5).')
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def check_gym(name, config):
+  max_steps = gymtask.check(
+      name, config.get('action_dist', 'tanh_normal'),
+      config.get('expl', 'additive_gaussian'))
+  if not max_steps or 'batch_length' not in config:
+    return
+  # The environment's own limit counts its frames and, like --time_limit,
+  # bounds the episodes, which the training sequences must fit in.
+  episode = -(-max_steps // config['action_repeat'])
+  if config['batch_length'] > episode:
+    raise ConfigError(
+        f'--batch_length {config["batch_length"]} is longer than an episode '
+        f'of gym_{name} can be: its max_episode_steps {max_steps} / '
+        f'--action_repeat {config["action_repeat"]} = {episode} steps. Use '
+        f'at most {episode}.')
 
 
 def check_writable(logdir):

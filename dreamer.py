@@ -10,6 +10,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 import console  # noqa: F401  Imports TensorFlow without its start-up noise.
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 from tf_keras import mixed_precision as prec
@@ -442,6 +443,13 @@ def make_env(config, writer, prefix, datadir, store, seed=None):
         task, config.action_repeat, (64, 64), grayscale=False,
         life_done=True, sticky_actions=True, seed=seed)
     env = wrappers.OneHotAction(env)
+  elif suite == 'gym':
+    env = wrappers.Gymnasium(task, (64, 64), seed=seed)
+    env = wrappers.ActionRepeat(env, config.action_repeat)
+    if isinstance(env.action_space, gym.spaces.Discrete):
+      env = wrappers.OneHotAction(env)
+    else:
+      env = wrappers.NormalizeActions(env)
   else:
     raise NotImplementedError(suite)
   env = wrappers.TimeLimit(env, config.time_limit / config.action_repeat)
