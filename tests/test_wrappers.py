@@ -3,6 +3,7 @@
 import ctypes
 import ctypes.util
 import functools
+import json
 import multiprocessing
 import os
 import signal
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import runs
 import workers
 import wrappers
 
@@ -729,3 +731,64 @@ class TestGymnasium:
   def test_bad_names(self, name, message):
     with pytest.raises(ValueError, match=message):
       wrappers.Gymnasium(name)
+
+
+@pytest.fixture(scope='module')
+def gym_dot_run(tmp_path_factory):
+  """A tiny run of dreamer.py on the dot environment, then evaluate.py and
+  plotting.py --verify on it. Environments in worker processes, which import
+  the user's module themselves."""
+  root = tmp_path_factory.mktemp('gym')
+  logdir = root / 'logs' / 'dot'
+  tests = os.path.dirname(os.path.abspath(__file__))
+  path = os.pathsep.join(filter(None, [tests, os.environ.get('PYTHONPATH')]))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('PYTHONPATH', path)  # As a user makes a module importable.
+    train = runs.run(
+        '--preset', 'tiny', '--task', 'gym_dot_env:Dot-v0', '--steps', '2000',
+        '--parallel', 'process', '--logdir', str(logdir))
+    evaluate = runs.run(
+        '--logdir', str(logdir), '--episodes', '1', script='evaluate.py')
+  verify = runs.run(
+      '--indir', str(root / 'logs'), '--outdir', str(root / 'plots'),
+      '--verify', script='plotting.py')
+  return dict(logdir=logdir, plots=root / 'plots', train=train,
+              evaluate=evaluate, verify=verify)
+
+
+class TestGymnasiumRun:
+
+  def test_trains_and_evaluates(self, gym_dot_run):
+    code, output = gym_dot_run['train']
+    assert code == 0, output
+    metrics = runs.read_metrics(gym_dot_run['logdir'])
+    assert any('test/return' in line for line in metrics)
+    assert any('model_loss' in line for line in metrics)  # It trained.
+    code, output = gym_dot_run['evaluate']
+    assert code == 0, output
+    assert 'Mean return' in output
+
+  def test_episodes_have_images_and_discounts(self, gym_dot_run):
+    files = sorted((gym_dot_run['logdir'] / 'episodes').glob('*.npz'))
+    assert files
+    ends = set()
+    for filename in files:
+      with np.load(filename) as episode:
+        assert episode['image'].shape[1:] == (64, 64, 3)
+        assert episode['image'].dtype == np.uint8
+        length, discount = len(episode['reward']), episode['discount']
+        assert np.all(discount[:-1] == 1)
+        # Dot-v0 truncates at 100 frames (51 transitions at action repeat 2);
+        # every shorter episode reached the target: terminated.
+        assert discount[-1] == (1 if length == 51 else 0), length
+        ends.add(float(discount[-1]))
+    assert ends == {0.0, 1.0}
+
+  def test_verify_says_no_reference(self, gym_dot_run):
+    code, output = gym_dot_run['verify']
+    assert code == 0, output
+    report = json.loads((gym_dot_run['plots'] / 'verify.json').read_text())
+    (task,) = report['tasks']
+    assert task['task'] == 'gym_dot_env:Dot-v0'
+    assert task['verdict'] == 'no reference'
+    assert (gym_dot_run['plots'] / 'gym_dot_env:Dot-v0.png').exists()
