@@ -10,6 +10,7 @@ os.environ['MUJOCO_GL'] = 'egl'
 os.environ['TF_USE_LEGACY_KERAS'] = '1'  # Keras 2 (tf-keras), as TFP uses.
 
 from support import console  # noqa: F401  Filters TensorFlow's start-up noise.
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 from tf_keras import mixed_precision as prec
@@ -421,6 +422,13 @@ def make_env(config, writer, prefix, datadir, store, seed=None):
         task, config.action_repeat, (64, 64), grayscale=False,
         life_done=True, sticky_actions=True, seed=seed)
     env = wrappers.OneHotAction(env)
+  elif suite == 'gym':
+    env = wrappers.Gymnasium(task, (64, 64), seed=seed)
+    env = wrappers.ActionRepeat(env, config.action_repeat)
+    if isinstance(env.action_space, gym.spaces.Discrete):
+      env = wrappers.OneHotAction(env)
+    else:
+      env = wrappers.NormalizeActions(env)
   else:
     raise NotImplementedError(suite)
   env = wrappers.TimeLimit(env, config.time_limit / config.action_repeat)

@@ -1,9 +1,9 @@
 """Plots learning curves of Dreamer runs against the paper's curves.
 
 Each run directory holds a `metrics.jsonl` written by `dreamer.py`; its episode
-lines carry `test/return` at environment frame `step`. Runs are grouped by
-task (from the run's `config.json`, else from a `dmc_…`/`atari_…` component of
-its path) and each task gets one PNG with our runs, the paper's 5-seed mean
+lines carry `test/return` at environment frame `step`. Runs are grouped by task
+(from the run's `config.json`, else from a `dmc_…`/`atari_…`/`gym_…` component
+of its path) and each task gets one PNG with our runs, the paper's 5-seed mean
 with its min-max band, and the baselines' final scores. A table comparing our
 latest test return with the paper's at the same number of frames is printed.
 
@@ -41,7 +41,7 @@ from matplotlib.backends import backend_agg
 METRICS_FILE = 'metrics.jsonl'
 CONFIG_FILE = 'config.json'
 TEST_RETURN = 'test/return'
-TASK_PREFIXES = ('dmc_', 'atari_')
+TASK_PREFIXES = ('dmc_', 'atari_', 'gym_')
 DEFAULT_SCORES = pathlib.Path(__file__).resolve().parent / 'scores'
 
 # Legend names and colours of the baselines in `scores/baselines.json`.
@@ -364,7 +364,8 @@ def plot_task(task, runs, reference, outdir):
   ax.grid(alpha=0.3)
   # Outside the axes the legend never hides a curve or a baseline.
   ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize='small')
-  path = pathlib.Path(outdir) / f'{task}.png'
+  # Gymnasium ids may hold a slash (gym_ALE/Pong-v5): one file, not a folder.
+  path = pathlib.Path(outdir) / f'{task.replace("/", "_")}.png'
   fig.savefig(path, bbox_inches='tight')
   return path
 

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from support import renderer, spaces, workers
+from support import gymtask, renderer, spaces, workers
 
 
 class DeepMindControl:
@@ -490,3 +490,81 @@ class Async:
       print(f'Error in environment process: {stacktrace}')
       conn.send((Async._EXCEPTION, stacktrace))
     workers.finish(env, conn)
+
+
+class Gymnasium:
+  """Any Gymnasium environment as `--task gym_<Id>`, with an image.
+
+  Shaped like DeepMindControl: the image is rendered once per agent step
+  (ActionRepeat calls step_unrendered, then add_image), and the discount
+  tells a real end (terminated: 0) from a time limit (truncated: 1).
+  """
+
+  def __init__(self, name, size=(64, 64), seed=None):
+    self._env, self._image_obs = gymtask.make(name, size)
+    self._size = tuple(size)
+    self._seed = seed
+    self._seeded = False
+    self._frame = None  # The latest image observation, if the env has one.
+
+  def __getattr__(self, name):
+    return getattr(self._env, name)
+
+  @property
+  def observation_space(self):
+    space = self._env.observation_space
+    if isinstance(space, gym.spaces.Dict):
+      spaces = dict(space.spaces)
+    else:
+      spaces = {} if self._image_obs else {'state': space}
+    spaces['image'] = gym.spaces.Box(
+        0, 255, self._size + (3,), dtype=np.uint8)
+    return gym.spaces.Dict(spaces)
+
+  @property
+  def action_space(self):
+    space = self._env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+      return gym.spaces.Discrete(space.n)  # Indices from 0, as OneHotAction's.
+    return space
+
+  def step(self, action):
+    obs, reward, done, info = self.step_unrendered(action)
+    return self.add_image(obs), reward, done, info
+
+  def reset(self):
+    # Seeded once, then left to run on: each episode differs, and the same
+    # seed gives the same sequence of episodes.
+    seed, self._seeded = (None if self._seeded else self._seed), True
+    obs, _ = self._env.reset(seed=seed)
+    return self.add_image(self._split(obs))
+
+  def render(self, *args, **kwargs):
+    if kwargs.get('mode', 'rgb_array') != 'rgb_array':
+      raise ValueError("Only render mode 'rgb_array' is supported.")
+    image = self._frame if self._image_obs else self._env.render()
+    image = np.asarray(image, dtype=np.uint8)
+    if image.shape[:2] != self._size:
+      height, width = self._size
+      image = np.array(Image.fromarray(image).resize(
+          (width, height), Image.BILINEAR))
+    return image
+
+  def step_unrendered(self, action):
+    space = self._env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+      action = int(action) + int(space.start)
+    obs, reward, terminated, truncated, _ = self._env.step(action)
+    info = {'discount': np.array(0.0 if terminated else 1.0, np.float32)}
+    return self._split(obs), float(reward), terminated or truncated, info
+
+  def add_image(self, obs):
+    return dict(obs, image=self.render())
+
+  def _split(self, obs):
+    if self._image_obs:
+      self._frame = obs
+      return {}
+    if isinstance(obs, dict):
+      return {k: np.asarray(v) for k, v in obs.items()}
+    return {'state': np.asarray(obs)}

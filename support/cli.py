@@ -15,6 +15,7 @@ import shlex
 import sys
 
 from support import checkpoint
+from support import gymtask
 from support import progress
 from support import renderer
 from support import replay
@@ -112,7 +113,7 @@ def validate(config):
         f'--batch_length {c["batch_length"]} is longer than an episode can '
         f'be: --time_limit {c["time_limit"]} / --action_repeat '
         f'{c["action_repeat"]} = {episode} steps. Use at most {episode}.')
-  check_task(c['task'])
+  check_task(c['task'], c)
   check_writable(pathlib.Path(c['logdir']).expanduser())
 
 
@@ -120,17 +121,23 @@ class ConfigError(Exception):
   pass
 
 
-def check_task(task):
-  """Refuses an unknown suite, task or game, without building it."""
+def check_task(task, config=None):
+  """Refuses an unknown suite, task or game (DMC and Atari unbuilt)."""
   suite, _, name = task.partition('_')
   if suite == 'dmc':
     valid = dmc_tasks()
   elif suite == 'atari':
     valid = atari_games()
+  elif suite == 'gym':
+    try:
+      return check_gym(name, config or {})
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
   else:
     raise ConfigError(
         f'Unknown suite "{suite}" in --task {task}. Valid suites: dmc '
-        '(e.g. dmc_walker_walk) and atari (e.g. atari_pong).')
+        '(e.g. dmc_walker_walk), atari (e.g. atari_pong) and gym (any '
+        'Gymnasium id, e.g. gym_HalfCheetah-v5).')
   if name not in valid:
     kind = 'DeepMind Control task' if suite == 'dmc' else 'Atari game'
     raise ConfigError(
@@ -151,6 +158,23 @@ def atari_games():
   # (atari_pong, atari_space_invaders).
   import ale_py.roms  # pylint: disable=import-outside-toplevel
   return set(ale_py.roms.get_all_rom_ids())
+
+
+def check_gym(name, config):
+  max_steps = gymtask.check(
+      name, config.get('action_dist', 'tanh_normal'),
+      config.get('expl', 'additive_gaussian'))
+  if not max_steps or 'batch_length' not in config:
+    return
+  # The environment's own limit counts its frames and, like --time_limit,
+  # bounds the episodes, which the training sequences must fit in.
+  episode = -(-max_steps // config['action_repeat'])
+  if config['batch_length'] > episode:
+    raise ConfigError(
+        f'--batch_length {config["batch_length"]} is longer than an episode '
+        f'of gym_{name} can be: its max_episode_steps {max_steps} / '
+        f'--action_repeat {config["action_repeat"]} = {episode} steps. Use '
+        f'at most {episode}.')
 
 
 def check_writable(logdir):

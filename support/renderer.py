@@ -32,7 +32,7 @@ def renderer_error(error):
 
 def import_suite():
   """Imports dm_control.suite, explaining renderer failures."""
-  _isolate_mesa_llvm()
+  isolate_mesa_llvm()
   try:
     # dm_control loads the OpenGL backend named by MUJOCO_GL in this import,
     # so a missing system library surfaces here as an obscure traceback.
@@ -58,7 +58,7 @@ def render(physics, *args, **kwargs):
   return image
 
 
-def _isolate_mesa_llvm():
+def isolate_mesa_llvm():
   """Loads Mesa's software OpenGL driver so that it binds its own LLVM.
 
   Without a GPU, MUJOCO_GL=egl renders with Mesa's llvmpipe, which uses LLVM.

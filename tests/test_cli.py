@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import gymnasium
+import numpy as np
 import pytest
 
 import dreamer
@@ -84,7 +86,7 @@ class TestCommandLine:
       (['--batch_size', '0'], '--batch_size must be positive'),
       (['--batch_length', '600'], 'longer than an episode can be'),
       (['--task', 'dmc_walker_fly'], 'walker_walk'),
-      (['--task', 'gym_cartpole'], 'Unknown suite "gym"'),
+      (['--task', 'mujoco_cheetah'], 'Unknown suite "mujoco"'),
       (['--prefill', '-1'], '--prefill must be 0 or more'),
       (['--pretrain', '-5'], '--pretrain must be 0 or more'),
       (['--rssm_noise', 'none'], 'choose one of: shared, independent'),
@@ -96,3 +98,79 @@ class TestCommandLine:
     with pytest.raises(cli.ConfigError, match=message):
       cli.validate(config)
     assert not (tmp_path / 'x').exists()
+
+
+class VectorOnly(gymnasium.Env):
+  """Neither renders nor observes an image."""
+  metadata = {'render_modes': []}
+  observation_space = gymnasium.spaces.Box(-1, 1, (3,), np.float32)
+  action_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+
+  def __init__(self, render_mode=None):
+    self.render_mode = render_mode
+
+
+class MultiBinaryActions(VectorOnly):
+  metadata = {'render_modes': ['rgb_array']}
+  action_space = gymnasium.spaces.MultiBinary(3)
+
+
+gymnasium.register('TestVectorOnly-v0', entry_point=VectorOnly)
+gymnasium.register('TestMultiBinary-v0', entry_point=MultiBinaryActions)
+
+
+class TestGymTasks:
+
+  @pytest.mark.parametrize('flags, message', [
+      (['--task', 'gym_CartPol-v1'],
+       "Unknown Gymnasium environment id 'CartPol-v1'.*Close matches: "
+       'gym_CartPole-v1'),
+      (['--task', 'gym_no_such_module_xyz:Dot-v0'],
+       "Cannot import the module 'no_such_module_xyz'"),
+      (['--task', 'gym_TestVectorOnly-v0'], 'has no image'),
+      (['--task', 'gym_TestMultiBinary-v0'], 'MultiBinary.*does not support'),
+      (['--task', 'gym_CartPole-v1'],
+       'discrete actions.*--action_dist onehot --expl epsilon_greedy.*'
+       '--preset atari'),
+      (['--task', 'gym_CartPole-v1', '--action_dist', 'onehot'],
+       'got --action_dist onehot --expl additive_gaussian'),
+      (['--task', 'gym_HalfCheetah-v5', '--action_dist', 'onehot'],
+       'continuous actions.*--action_dist tanh_normal'),
+      (['--task', 'gym_dot_env:Dot-v0', '--batch_length', '51'],
+       'max_episode_steps 100 / --action_repeat 2 = 50 steps'),
+  ])
+  def test_bad_gym_task_is_refused(self, flags, message, tmp_path):
+    config = cli.parse_args(
+        dreamer.define_config, tools.args_type,
+        flags + ['--logdir', str(tmp_path / 'x')])
+    with pytest.raises(cli.ConfigError, match=message):
+      cli.validate(config)
+    assert not (tmp_path / 'x').exists()
+
+  @pytest.mark.parametrize('flags', [
+      ['--task', 'gym_CartPole-v1', '--preset', 'atari'],
+      ['--task', 'gym_CartPole-v1', '--action_dist', 'onehot', '--expl',
+       'epsilon_greedy'],
+      ['--task', 'gym_HalfCheetah-v5'],
+      ['--task', 'gym_dot_env:Dot-v0', '--batch_length', '50'],
+  ])
+  def test_gym_task_is_accepted(self, flags, tmp_path):
+    config = cli.parse_args(
+        dreamer.define_config, tools.args_type,
+        flags + ['--logdir', str(tmp_path / 'x')])
+    cli.validate(config)
+
+  def test_module_error_exits_2_and_writes_nothing(self, tmp_path):
+    (tmp_path / 'broken_envs.py').write_text(
+        'raise RuntimeError("the registration failed on purpose")\n')
+    logdir = tmp_path / 'run'
+    result = subprocess.run(
+        [sys.executable, 'dreamer.py', '--task', 'gym_broken_envs:Mine-v0',
+         '--logdir', str(logdir)], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert ("Error: Cannot import the module 'broken_envs' of --task "
+            'gym_broken_envs:Mine-v0: RuntimeError: the registration failed '
+            'on purpose') in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert not logdir.exists()

@@ -432,9 +432,9 @@ def bad_inputs(series, tmp_path_factory):
   base = tmp_path_factory.mktemp('bad')
   readonly = base / 'readonly'
   cases = {
-      'suite': (['--task', 'gym_cartpole'],
-                'Unknown suite "gym" in --task gym_cartpole. Valid suites: '
-                'dmc'),
+      'suite': (['--task', 'mujoco_cartpole'],
+                'Unknown suite "mujoco" in --task mujoco_cartpole. Valid '
+                'suites: dmc'),
       'dmc_task': (['--task', 'dmc_walker_fly'],
                    "Unknown DeepMind Control task 'walker_fly' in --task "
                    'dmc_walker_fly; valid names are: acrobot_swingup'),

@@ -3,6 +3,7 @@
 import ctypes
 import ctypes.util
 import functools
+import json
 import multiprocessing
 import os
 import signal
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import workers
+import runs
 import wrappers
+from support import workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -605,3 +607,218 @@ def test_async_worker_dies_with_parent():
     _set_child_subreaper(False)
     process.stdout.close()
     process.stderr.close()
+
+
+# Gymnasium: --task gym_<Id>.
+
+
+def make_gym(name, callbacks=(), time_limit=1000, action_repeat=2, seed=0):
+  """Builds the gym stack of dreamer.py."""
+  env = wrappers.Gymnasium(name, seed=seed)
+  env = wrappers.ActionRepeat(env, action_repeat)
+  if isinstance(env.action_space, gymnasium.spaces.Discrete):
+    env = wrappers.OneHotAction(env)
+  else:
+    env = wrappers.NormalizeActions(env)
+  env = wrappers.TimeLimit(env, time_limit / action_repeat)
+  env = wrappers.Collect(env, list(callbacks), precision=32)
+  env = wrappers.RewardObs(env)
+  return env
+
+
+def count_renders(stack):
+  """Counts the calls of the Gymnasium environment's own render()."""
+  inner = stack
+  while not isinstance(inner, wrappers.Gymnasium):
+    inner = inner._env
+  calls = []
+  render = inner._env.render
+  inner._env.render = lambda: calls.append(1) or render()
+  return calls
+
+
+def play(env, steps, seed=0):
+  """Random actions for `steps` agent steps, resetting after each episode."""
+  space = env.action_space  # One object: NormalizeActions makes a new one.
+  space.seed(seed)
+  env.reset()
+  for _ in range(steps):
+    _, _, done, _ = env.step(space.sample())
+    if done:
+      env.reset()
+
+
+class TestGymnasium:
+
+  def test_mujoco_half_cheetah(self):
+    episodes = []
+    env = make_gym('HalfCheetah-v5', [episodes.append], time_limit=200)
+    space = env.observation_space
+    assert space['image'].shape == (64, 64, 3)
+    assert space['state'].shape == (17,)  # The vector keeps its own key.
+    assert np.all(env.action_space.low == -1)
+    assert np.all(env.action_space.high == 1)
+    renders = count_renders(env)
+    play(env, 200)  # 400 frames: two episodes of --time_limit 200.
+    assert len(episodes) == 2
+    assert len(renders) == 200 + 3  # One per agent step and per reset.
+    for episode in episodes:
+      assert episode['image'].shape == (101, 64, 64, 3)
+      assert episode['image'].dtype == np.uint8
+      assert episode['state'].shape == (101, 17)
+      assert episode['image'][-1].std() > 0  # A real render.
+      assert episode['discount'][-1] == 1  # A time limit, not an end.
+    env.close()
+
+  def test_classic_control_cart_pole_onehot(self):
+    episodes = []
+    env = make_gym('CartPole-v1', [episodes.append], seed=1)
+    assert isinstance(env.action_space, wrappers.OneHotSpace)
+    assert env.action_space.n == 2
+    renders = count_renders(env)
+    play(env, 200, seed=1)
+    assert len(renders) == 200 + len(episodes) + 1
+    assert len(episodes) > 3  # Random actions drop the pole soon.
+    for episode in episodes:
+      # Rendered at 400 x 600 by pygame, resized.
+      assert episode['image'].shape[1:] == (64, 64, 3)
+      assert episode['image'].dtype == np.uint8
+      assert episode['state'].shape[1:] == (4,)
+      assert set(episode['action'][1:].sum(-1)) == {1.0}  # One-hot.
+      assert episode['discount'][-1] == 0  # Terminated: the pole fell.
+      assert np.all(episode['discount'][:-1] == 1)
+    env.close()
+
+  def test_terminated_and_truncated_discounts(self):
+    # The dot environment ends on success (terminated) or at its own
+    # max_episode_steps of 100 frames (truncated).
+    episodes = []
+    env = make_gym('dot_env:Dot-v0', [episodes.append])
+    play(env, 600)
+    ends = {int(e['discount'][-1]): e for e in episodes}
+    assert set(ends) == {0, 1}, [len(e['reward']) for e in episodes]
+    assert ends[0]['reward'][-1] > 9  # Reached the target (+10).
+    assert len(ends[1]['reward']) == 100 // 2 + 1  # Its own time limit.
+    for episode in episodes:
+      assert episode['image'].shape[1:] == (64, 64, 3)
+      assert set(episode) == {
+          'image', 'action', 'reward', 'discount'}  # No vector: an image.
+      assert np.all(episode['discount'][:-1] == 1)
+    env.close()
+
+  @pytest.mark.parametrize('time_limit, length', [(1000, 50), (40, 20)])
+  def test_smaller_time_limit_wins(self, time_limit, length):
+    # Standing still never reaches the target: the dot environment's own
+    # limit of 100 frames or --time_limit ends it, whichever is smaller.
+    episodes = []
+    env = make_gym('dot_env:Dot-v0', [episodes.append], time_limit, seed=2)
+    env.reset()
+    done, steps = False, 0
+    while not done:
+      _, _, done, _ = env.step(np.zeros(2, np.float32))
+      steps += 1
+    assert steps == length
+    assert episodes[0]['discount'][-1] == 1
+    env.close()
+
+  def test_same_seed_same_episodes(self):
+    def episodes(seed):
+      result = []
+      env = make_gym('dot_env:Dot-v0', [result.append], seed=seed)
+      play(env, 150)
+      env.close()
+      return result
+    first, second, other = episodes(4), episodes(4), episodes(5)
+    assert len(first) >= 2
+    for a, b in zip(first, second):
+      assert set(a) == set(b)
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    # Seeded once: the second episode starts elsewhere than the first.
+    assert not np.array_equal(first[0]['image'][0], first[1]['image'][0])
+    assert not np.array_equal(first[0]['image'][0], other[0]['image'][0])
+
+  def test_user_module_registers_in_a_worker_process(self):
+    # The worker is spawned: its registry knows Dot-v0 only after the module
+    # named in the task is imported there.
+    env = wrappers.Async(
+        functools.partial(make_gym, 'dot_env:Dot-v0'), 'process')
+    try:
+      obs = env.reset()
+      assert obs['image'].shape == (64, 64, 3)
+      obs, _, _, info = env.step(np.zeros(2, np.float32))
+      assert obs['image'].dtype == np.uint8 and info['discount'] == 1
+    finally:
+      env.close()
+
+  @pytest.mark.parametrize('name, message', [
+      ('CartPol-v1', 'Close matches: gym_CartPole-v1'),
+      ('no_such_module_xyz:Dot-v0',
+       "Cannot import the module 'no_such_module_xyz'.*No module named"),
+      ('Dot-v9', 'Unknown Gymnasium environment id'),
+      ('a:', 'expected an id such as CartPole-v1'),
+  ])
+  def test_bad_names(self, name, message):
+    with pytest.raises(ValueError, match=message):
+      wrappers.Gymnasium(name)
+
+
+@pytest.fixture(scope='module')
+def gym_dot_run(tmp_path_factory):
+  """A tiny run of dreamer.py on the dot environment, then evaluate.py and
+  plotting.py --verify on it. Environments in worker processes, which import
+  the user's module themselves."""
+  root = tmp_path_factory.mktemp('gym')
+  logdir = root / 'logs' / 'dot'
+  tests = os.path.dirname(os.path.abspath(__file__))
+  path = os.pathsep.join(filter(None, [tests, os.environ.get('PYTHONPATH')]))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('PYTHONPATH', path)  # As a user makes a module importable.
+    train = runs.run(
+        '--preset', 'tiny', '--task', 'gym_dot_env:Dot-v0', '--steps', '2000',
+        '--parallel', 'process', '--logdir', str(logdir))
+    evaluate = runs.run(
+        '--logdir', str(logdir), '--episodes', '1', script='evaluate.py')
+  verify = runs.run(
+      '--indir', str(root / 'logs'), '--outdir', str(root / 'plots'),
+      '--verify', script='plotting.py')
+  return dict(logdir=logdir, plots=root / 'plots', train=train,
+              evaluate=evaluate, verify=verify)
+
+
+class TestGymnasiumRun:
+
+  def test_trains_and_evaluates(self, gym_dot_run):
+    code, output = gym_dot_run['train']
+    assert code == 0, output
+    metrics = runs.read_metrics(gym_dot_run['logdir'])
+    assert any('test/return' in line for line in metrics)
+    assert any('model_loss' in line for line in metrics)  # It trained.
+    code, output = gym_dot_run['evaluate']
+    assert code == 0, output
+    assert 'Mean return' in output
+
+  def test_episodes_have_images_and_discounts(self, gym_dot_run):
+    files = sorted((gym_dot_run['logdir'] / 'episodes').glob('*.npz'))
+    assert files
+    ends = set()
+    for filename in files:
+      with np.load(filename) as episode:
+        assert episode['image'].shape[1:] == (64, 64, 3)
+        assert episode['image'].dtype == np.uint8
+        length, discount = len(episode['reward']), episode['discount']
+        assert np.all(discount[:-1] == 1)
+        # Dot-v0 truncates at 100 frames (51 transitions at action repeat 2);
+        # every shorter episode reached the target: terminated.
+        assert discount[-1] == (1 if length == 51 else 0), length
+        ends.add(float(discount[-1]))
+    assert ends == {0.0, 1.0}
+
+  def test_verify_says_no_reference(self, gym_dot_run):
+    code, output = gym_dot_run['verify']
+    assert code == 0, output
+    report = json.loads((gym_dot_run['plots'] / 'verify.json').read_text())
+    (task,) = report['tasks']
+    assert task['task'] == 'gym_dot_env:Dot-v0'
+    assert task['verdict'] == 'no reference'
+    assert (gym_dot_run['plots'] / 'gym_dot_env:Dot-v0.png').exists()
