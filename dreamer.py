@@ -115,9 +115,8 @@ class Dreamer(tools.Module):
     step = self._step.numpy().item()
     tf.summary.experimental.set_step(step)
     if state is not None and reset.any():
-      mask = 1 - reset.astype(np.float32)[:, None]
-      state = tf.nest.map_structure(
-          lambda x: x * tf.cast(mask, x.dtype), state)
+      mask = tf.cast(1 - reset, self._float)[:, None]
+      state = tf.nest.map_structure(lambda x: x * tf.cast(mask, x.dtype), state)
     if self._should_train(step):
       log = self._should_log(step)
       n = self._c.pretrain if self._should_pretrain() else self._c.train_steps

@@ -223,8 +223,7 @@ class TimeLimit:
     return getattr(self._env, name)
 
   def step(self, action):
-    if self._step is None:
-      raise RuntimeError('Must reset the environment before stepping it.')
+    assert self._step is not None, 'Must reset environment.'
     obs, reward, done, info = self._env.step(action)
     self._step += 1
     if self._step >= self._duration:
@@ -258,7 +257,7 @@ class ActionRepeat:
   def step(self, action):
     step = self._env.step_unrendered if self._render_once else self._env.step
     done = False
-    total_reward = 0.0
+    total_reward = 0
     current_step = 0
     while current_step < self._amount and not done:
       obs, reward, done, info = step(action)
@@ -368,20 +367,19 @@ class RewardObs:
 
   @property
   def observation_space(self):
-    spaces = dict(self._env.observation_space.spaces)
-    if 'reward' in spaces:
-      raise ValueError('The observation already has a reward entry.')
-    spaces['reward'] = gym.spaces.Box(-np.inf, np.inf, (), dtype=np.float32)
+    spaces = self._env.observation_space.spaces
+    assert 'reward' not in spaces
+    spaces['reward'] = gym.spaces.Box(-np.inf, np.inf, dtype=np.float32)
     return gym.spaces.Dict(spaces)
 
   def step(self, action):
     obs, reward, done, info = self._env.step(action)
-    obs = dict(obs, reward=reward)  # A new dict: the env's stays unchanged.
+    obs['reward'] = reward
     return obs, reward, done, info
 
   def reset(self):
     obs = self._env.reset()
-    obs = dict(obs, reward=0.0)
+    obs['reward'] = 0.0
     return obs
 
 
@@ -438,10 +436,10 @@ class Async:
 
   def close(self):
     if self._strategy == 'none':
-      if getattr(self, '_env', None) is not None and hasattr(
-          self._env, 'close'):
+      try:
         self._env.close()
-      self._env = None
+      except AttributeError:
+        pass
       return
     if self._process is None:
       return

@@ -273,6 +273,29 @@ class TestCheckpoint:
     a2, _ = second.policy(obs, None, False)
     np.testing.assert_array_equal(a1.numpy(), a2.numpy())
 
+  def test_schedule_restored_and_older_checkpoints_still_load(
+      self, continuous, tmp_path):
+    agent = continuous[0]
+    every = agent._should_train
+    last = every._last
+    try:
+      every._last = 1234
+      path = checkpoint.variables(agent).write(str(tmp_path / 'new'))
+      assert tf.train.load_variable(
+          path, 'schedule/.ATTRIBUTES/VARIABLE_VALUE') == 1234
+      every._last = None
+      checkpoint.load(agent, path)
+      assert every._last == 1234
+      # Written before the schedule was saved: loads, schedule untouched.
+      old = checkpoint.variables(agent)
+      del old.schedule
+      path = old.write(str(tmp_path / 'old'))
+      every._last = 77
+      checkpoint.load(agent, path)
+      assert every._last == 77
+    finally:
+      every._last = last
+
   def test_checkpoint_holds_optimizer_state(self, continuous, tmp_path):
     agent = continuous[0]
     path = checkpoint.variables(agent).write(str(tmp_path / 'ckpt'))

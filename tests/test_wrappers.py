@@ -407,7 +407,7 @@ def test_collect_conversion_and_default_discount():
 
 def test_time_limit():
   env = wrappers.TimeLimit(FakeEnv(length=100, discount=False), 2.0)
-  with pytest.raises(RuntimeError, match='reset'):
+  with pytest.raises(AssertionError, match='reset'):
     env.step(np.zeros(2))
   for _ in range(2):  # The counter restarts on reset.
     env.reset()
