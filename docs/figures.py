@@ -90,6 +90,24 @@ def window(entries, frames, half=25000):
   return values.mean(), len(values), [int(s / 1000) for s in steps]
 
 
+def wall_time(entries, frames=105000):
+  """Hours from the first agent log to `frames`, from the logged fps.
+
+  Each log line's fps is the frames since the previous log over the seconds
+  since it, so the sum of frames / fps is wall time. Prefill, the first
+  training phase and any time between a kill and a resume (the first line
+  after a resume has no fps) are left out.
+  """
+  seconds, last = 0.0, None
+  for entry in entries:
+    if 'fps' not in entry and 'model_loss' in entry:
+      last = entry['step']
+    if 'fps' in entry and last is not None and entry['step'] <= frames:
+      seconds += (entry['step'] - last) / entry['fps']
+      last = entry['step']
+  return seconds / 3600
+
+
 def summary():
   print('== Summary: the test return at 105k frames, per run ==')
   mean, low, high = paper_at('dmc_cartpole_balance', 105000)
@@ -102,7 +120,8 @@ def summary():
     step, value = nearest(entries, 105000)
     value_w, count, at = window(entries, 105000)
     print(f'{name}: nearest 105k {value:.1f} at {k(step)}; window 80k–130k '
-          f'{value_w:.1f} over {count} evaluations {at} (1 episode each)')
+          f'{value_w:.1f} over {count} evaluations {at} (1 episode each); '
+          f'logged wall time to 105k {wall_time(entries):.2f} h')
   for sampler in ('independent', 'shared'):
     names = [n for n in AB_RUNS if n.startswith(sampler)]
     near = [nearest(load(CARTPOLE / n), 105000)[1] for n in names]
@@ -157,7 +176,8 @@ def seed_claims():
           f'{span(sh1, "actor_grad_norm", low, high, 4)}')
   print(f'shared-1 action_ent 65k–94k: '
         f'{span(sh1, "action_ent", 65e3, 94e3, 1)}')
-  print(f'shared-1 train 45k–94k: {span(sh1, "train/return", 45e3, 94e3, 0)}')
+  print(f'shared-1 train 45k–101k: '
+        f'{span(sh1, "train/return", 45e3, 101e3, 0)}')
   steps, values = between(sh1, 'train/return', 95e3, 110e3)
   print('shared-1 train 95k–110k: ' + ', '.join(
       f'{k(s)} {v:.0f}' for s, v in zip(steps, values)))
@@ -251,6 +271,7 @@ def shared_claims(directory):
     print(f'  actor_grad_norm 7k–16k: '
           f'{span(entries, "actor_grad_norm", 7e3, 16e3, 4)}')
     print(f'  train 7k–25k: {span(entries, "train/return", 7e3, 25e3, 0)}')
+    print(f'  train 26k–40k: {span(entries, "train/return", 26e3, 40e3, 0)}')
     steps, values = series(entries, 'test/return')
     print('  test: ' + ', '.join(f'{k(s)} {v:.1f}'
                                  for s, v in zip(steps, values)))
