@@ -66,8 +66,9 @@ class Evaluation:
     with self._path.open('a') as f:
       f.write(json.dumps(line) + '\n')
     _summarize(line)
-    print(f'Test return over {len(returns)} episodes: {line["test/return"]:.1f} '
-          f'(min {min(returns):.1f}, max {max(returns):.1f}).')
+    print(f'Test return over {len(returns)} episodes: '
+          f'{line["test/return"]:.1f} (min {min(returns):.1f}, max '
+          f'{max(returns):.1f}).')
     return line
 
   def _read_episodes(self):

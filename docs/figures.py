@@ -193,8 +193,9 @@ def seed_claims():
   print(f'independent-1 test 115k–195k: '
         f'{span(ind1, "test/return", 115e3, 195e3)}')
   mean, low, high = paper_at('dmc_cartpole_balance', 205000)
-  print(f'independent-1 at 205k: last test {k(series(ind1, "test/return")[0][-1])}'
-        f'; paper at 205k {mean:.1f} ({low:.1f}–{high:.1f})')
+  last = series(ind1, 'test/return')[0][-1]
+  print(f'independent-1 at 205k: last test {k(last)}; paper at 205k '
+        f'{mean:.1f} ({low:.1f}–{high:.1f})')
   ind2 = load(CARTPOLE / 'independent-2')
   _, early = between(ind2, 'train/return', 6e3, 42e3)
   at_bound = ((early >= BOUND_TRAIN[0]) & (early <= BOUND_TRAIN[1])).sum()

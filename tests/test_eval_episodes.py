@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+import cli
+import dreamer
 import evaluation
 import plotting
 from runs import read_metrics, run
@@ -28,6 +30,13 @@ def test_one_episode_changes_nothing(tmp_path):
   assert evaluated.write_mean() is None
   assert (tmp_path / 'metrics.jsonl').read_text() == before + json.dumps(
       {'step': 15000, 'test/return': 4.0}) + '\n'
+
+
+def test_default_is_the_originals_one_episode():
+  assert dreamer.define_config().eval_episodes == 1
+  config = cli.parse_args(dreamer.define_config, ['--eval_episodes', '0'])
+  with pytest.raises(cli.ConfigError, match='--eval_episodes must be'):
+    cli.validate(config)
 
 
 def test_episodes_renamed_only_for_test_with_several():
