@@ -90,5 +90,5 @@ def test_run_logs_the_mean_of_two_episodes(tmp_path):
   assert mean['test/returns'] == [e['test/episode_return'] for e in episodes]
   assert mean['test/return'] == pytest.approx(np.mean(mean['test/returns']))
   assert mean['step'] == episodes[0]['step'] == 200
-  assert mean['test/length'] == 200
+  assert mean['test/length'] == 100  # Agent steps: 200 frames / repeat 2.
   assert 'Test return over 2 episodes' in output
