@@ -24,7 +24,8 @@ sys.path.append(str(pathlib.Path(__file__).parent))
 import models
 import tools
 import wrappers
-from support import checkpoint, cli, progress, replay, runtime, scalars, storage
+from support import checkpoint, cli, evaluation, progress, replay, runtime
+from support import scalars, storage
 
 
 def define_config():
@@ -34,6 +35,7 @@ def define_config():
   config.seed = 0
   config.steps = 5e6
   config.eval_every = 1e4
+  config.eval_episodes = 1
   config.log_every = 1e3
   config.log_scalars = True
   config.log_images = True
@@ -400,6 +402,7 @@ def summarize_episode(episode, config, datadir, writer, prefix):
       (f'{prefix}/return', float(episode['reward'].sum())),
       (f'{prefix}/length', len(episode['reward']) - 1),
       (f'episodes', episodes)]
+  metrics = evaluation.episode_metrics(metrics, prefix, config.eval_episodes)
   step = count_steps(datadir, config)
   with (config.logdir / 'metrics.jsonl').open('a') as f:
     f.write(json.dumps(dict([('step', step)] + metrics)) + '\n')
@@ -506,8 +509,11 @@ def main(config):
   state = None
   while step < config.steps:
     print('Start evaluation.')
+    evaluated = evaluation.Evaluation(config.logdir, config.eval_episodes)
     tools.simulate(
-        functools.partial(agent, training=False), test_envs, episodes=1)
+        functools.partial(agent, training=False), test_envs,
+        episodes=config.eval_episodes)
+    evaluated.write_mean()
     writer.flush()
     print('Start collection.')
     steps = config.eval_every // config.action_repeat

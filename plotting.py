@@ -7,6 +7,11 @@ of its path) and each task gets one PNG with our runs, the paper's 5-seed mean
 with its min-max band, and the baselines' final scores. A table comparing our
 latest test return with the paper's at the same number of frames is printed.
 
+`--verify` judges each point of the reference from the runs that reach it,
+each by the mean of its evaluations in a window around the point, and exits
+0 when every judged task is within or above the reference's band, 1 when
+one is below, 3 when nothing could be judged, and 2 on bad input.
+
 Usage:
 
   python plotting.py --indir logs/ --outdir plots/
@@ -41,6 +46,9 @@ from matplotlib.backends import backend_agg
 METRICS_FILE = 'metrics.jsonl'
 CONFIG_FILE = 'config.json'
 TEST_RETURN = 'test/return'
+# With --eval_episodes N > 1, dreamer.py logs the mean as test/return and the
+# N episodes' returns under this key on the same line.
+TEST_RETURNS = 'test/returns'
 TASK_PREFIXES = ('dmc_', 'atari_', 'gym_')
 DEFAULT_SCORES = pathlib.Path(__file__).resolve().parent / 'scores'
 
@@ -69,7 +77,12 @@ class Run:
   task: str
   seed: object  # From config.json; None when unknown.
   steps: np.ndarray
-  returns: np.ndarray
+  returns: np.ndarray  # Mean over the evaluation's episodes.
+  episodes: np.ndarray = None  # Episodes per evaluation; None: one each.
+
+  def __post_init__(self):
+    if self.episodes is None:
+      self.episodes = np.ones(len(self.steps), dtype=np.int64)
 
 
 @dataclasses.dataclass
@@ -104,11 +117,20 @@ def find_metrics(indirs):
 
 
 def read_test_returns(path):
-  """Returns (steps, returns) of the test episodes in one metrics file.
+  """Returns (steps, returns) of the test evaluations in one metrics file."""
+  steps, returns, _ = read_test_episodes(path)
+  return steps, returns
 
-  Malformed lines are reported and skipped: a run that is still writing can
-  leave a truncated last line. Several test episodes logged at the same step
-  (several eval envs, or a resumed run) are averaged.
+
+def read_test_episodes(path):
+  """Returns (steps, returns, episodes) of the evaluations in a metrics file.
+
+  An evaluation is every test episode logged at one step: one line per
+  episode (the original's `--eval_episodes 1`; several with several eval
+  envs or a resumed run), or a line whose `test/returns` lists the episodes
+  of `--eval_episodes N`. Its return is the mean over those episodes and
+  `episodes` counts them. Malformed lines are reported and skipped: a run
+  that is still writing can leave a truncated last line.
   """
   by_step = collections.defaultdict(list)
   # Undecodable bytes become malformed lines instead of an exception.
@@ -119,15 +141,28 @@ def read_test_returns(path):
       entry = _parse_line(line, path, number)
       if entry is None or TEST_RETURN not in entry:
         continue
-      step, value = entry.get('step'), entry[TEST_RETURN]
-      if not (_is_number(step) and _is_number(value)):
+      step, values = entry.get('step'), _episode_returns(entry)
+      if not (_is_number(step) and values):
         warn(f'{path}:{number}: skipping line with a non-numeric '
-             f'step or {TEST_RETURN}')
+             f'step, {TEST_RETURN} or {TEST_RETURNS}')
         continue
-      by_step[float(step)].append(float(value))
+      by_step[float(step)].extend(values)
   steps = np.array(sorted(by_step), dtype=np.float64)
   returns = np.array([np.mean(by_step[s]) for s in steps], dtype=np.float64)
-  return steps, returns
+  episodes = np.array([len(by_step[s]) for s in steps], dtype=np.int64)
+  return steps, returns, episodes
+
+
+def _episode_returns(entry):
+  """The returns of the episodes behind one line, or None if malformed."""
+  if TEST_RETURNS in entry:
+    values = entry[TEST_RETURNS]
+    if not (isinstance(values, list) and values
+            and all(_is_number(v) for v in values)):
+      return None
+    return [float(v) for v in values]
+  value = entry[TEST_RETURN]
+  return [float(value)] if _is_number(value) else None
 
 
 def _parse_line(line, path, number):
@@ -195,11 +230,12 @@ def load_runs(indirs):
     rundir = path.parent
     config = read_config(rundir)
     task = infer_task(rundir, config)
-    steps, returns = read_test_returns(path)
+    steps, returns, episodes = read_test_episodes(path)
     if not len(steps):
       warn(f'{path}: no {TEST_RETURN} yet; skipping this run')
       continue
-    runs[task].append(Run(rundir, task, config.get('seed'), steps, returns))
+    runs[task].append(
+        Run(rundir, task, config.get('seed'), steps, returns, episodes))
   if not runs:
     raise PlotError(
         f'none of the {len(paths)} runs found has a test return yet')
@@ -450,68 +486,152 @@ def _cell(value, column):
 
 # Verifying runs against the paper (or another reference).
 
+JUDGED = ('within', 'below', 'above')
 
-def nearest_return(run, frames):
-  """The run's test return of the evaluation nearest `frames`, or None.
 
-  None when the run does not reach `frames`: its nearest evaluation is more
-  than half its evaluation interval away.
-  """
-  index = int(np.argmin(np.abs(run.steps - frames)))
+def half_interval(run):
+  """Half the run's median evaluation interval: how near counts as at."""
   gaps = np.diff(run.steps)
-  tolerance = 0.5 * float(np.median(gaps)) if len(gaps) else 0.0
-  if abs(run.steps[index] - frames) > tolerance:
+  return 0.5 * float(np.median(gaps)) if len(gaps) else 0.0
+
+
+def reaches(run, frames):
+  """Whether the run was evaluated at `frames` or later.
+
+  An evaluation half an interval short counts: a run evaluated every 10k
+  frames from 4k, stopped at 104k, has its 104k evaluation for 105k.
+  """
+  return run.steps[-1] >= frames - half_interval(run)
+
+
+def window_value(run, frames, half_width):
+  """The run's mean test return over its evaluations near `frames`.
+
+  The window is ±half_width frames, and never narrower than half the run's
+  evaluation interval, so that it holds the nearest evaluation and, when two
+  are equally near, both with equal weight. Returns None when the window
+  holds no evaluation.
+  """
+  half = max(half_width, half_interval(run))
+  inside = np.abs(run.steps - frames) <= half
+  if not inside.any():
     return None
-  return float(run.returns[index])
+  return {
+      'run': str(run.path), 'seed': run.seed,
+      'value': float(np.mean(run.returns[inside])),
+      'evaluations': int(inside.sum()),
+      'episodes': int(run.episodes[inside].sum()),
+      'frames': [float(x) for x in run.steps[inside]]}
+
+
+def verify_point(runs, frames, half_width, reference):
+  """Our runs that reach `frames` against the reference there, or None."""
+  values = [window_value(run, frames, half_width)
+            for run in runs if reaches(run, frames)]
+  values = [v for v in values if v is not None]
+  if not values:
+    return None
+  returns = [v['value'] for v in values]
+  ours = float(np.mean(returns))
+  mean, low, high = reference
+  verdict = 'below' if ours < low else 'above' if ours > high else 'within'
+  return {
+      'frames': float(frames), 'verdict': verdict,
+      'window': [float(frames - half_width), float(frames + half_width)],
+      'ours': {'mean': ours, 'min': min(returns), 'max': max(returns),
+               'runs': len(values), 'of': len(runs), 'returns': returns},
+      'per_run': values,
+      'reference': {'mean': float(mean), 'min': float(low),
+                    'max': float(high)}}
 
 
 def verify_task(task, runs, curves):
-  """Compares our runs with the reference's seeds at each point reached."""
+  """Compares our runs with the reference's seeds at each point reached.
+
+  Each point is judged from the runs that reach it, each run by the mean of
+  its evaluations within a window around the point (±a quarter of the
+  reference's spacing: ±25k frames for the paper's 100k). The task's verdict
+  is the one at the last point that all its runs reach, so it never rests on
+  a subset of them.
+  """
+  result = {'task': task, 'runs': len(runs), 'points': [], 'at': None}
   paper = paper_curve(Reference(curves, {}), task)
   if paper is None:
-    return {'task': task, 'points': [], 'verdict': 'no reference'}
-  points = []
+    return dict(result, verdict='no reference',
+                why=f'the reference has no curve for {task}')
+  xs = paper[0]
+  half_width = 0.25 * float(np.median(np.diff(xs))) if len(xs) > 1 else 0.0
   for frames, mean, low, high in zip(*paper):
-    returns = [nearest_return(run, frames) for run in runs]
-    returns = [r for r in returns if r is not None]
-    if not returns:
-      continue
-    ours = float(np.mean(returns))
-    verdict = 'below' if ours < low else 'above' if ours > high else 'within'
-    points.append({
-        'frames': float(frames), 'verdict': verdict,
-        'ours': {'mean': ours, 'min': min(returns), 'max': max(returns),
-                 'runs': len(returns), 'returns': returns},
-        'reference': {'mean': float(mean), 'min': float(low),
-                      'max': float(high)}})
-  # The verdict of a task is the one at the last point its runs reach.
-  verdict = points[-1]['verdict'] if points else 'not reached'
-  return {'task': task, 'points': points, 'verdict': verdict}
+    point = verify_point(runs, frames, half_width, (mean, low, high))
+    if point is not None:
+      result['points'].append(point)
+  complete = [p for p in result['points'] if p['ours']['runs'] == len(runs)]
+  if complete:
+    return dict(result, verdict=complete[-1]['verdict'],
+                at=complete[-1]['frames'], why=None)
+  return dict(result, verdict='not reached', why=_not_reached(runs, xs))
+
+
+def _not_reached(runs, xs):
+  short = [run for run in runs if not reaches(run, xs[0])]
+  names = ', '.join(f'{run.path} ({format_frames(run.steps[-1])})'
+                    for run in short)
+  return (f'{len(short)} of {len(runs)} runs end before the reference\'s '
+          f'first point, {format_frames(xs[0])} frames: {names}')
 
 
 def verify_markdown(results, reference_path):
   lines = [
       f'# Test returns against {reference_path}', '',
-      'Ours: mean and min–max over runs of the test return at the evaluation '
-      'nearest each point. Verdict: where our mean lies against the '
+      'Per run: the mean test return of its evaluations within the window '
+      'around each point of the reference (±a quarter of its spacing, at '
+      'least half the run\'s evaluation interval); evaluations/episodes '
+      'counts what it rests on. Ours: mean and min–max over the runs that '
+      'reach the point (k of n). Verdict: where our mean lies against the '
       "reference's min–max band.", '',
-      '| task | frames | ours mean | ours min–max | runs | reference mean | '
-      'reference min–max | verdict |',
-      '|---|---:|---:|---:|---:|---:|---:|---|']
+      '| task | frames | window | runs | evaluations/episodes per run | '
+      'ours mean | ours min–max | reference mean | reference min–max | '
+      'verdict |',
+      '|---|---:|---|---:|---|---:|---:|---:|---:|---|']
   for result in results:
     if not result['points']:
-      lines.append(f'| {result["task"]} | – | | | | | | '
-                   f'{result["verdict"]} |')
+      lines.append(f'| {result["task"]} | – | | 0 of {result["runs"]} | | '
+                   f'| | | | {result["verdict"]} |')
     for point in result['points']:
-      ours, ref = point['ours'], point['reference']
-      lines.append(
-          f'| {result["task"]} | {format_frames(point["frames"])} | '
-          f'{ours["mean"]:.1f} | {ours["min"]:.1f}–{ours["max"]:.1f} | '
-          f'{ours["runs"]} | {ref["mean"]:.1f} | '
-          f'{ref["min"]:.1f}–{ref["max"]:.1f} | {point["verdict"]} |')
-  lines += ['', 'Per task, at the last point its runs reach:', '']
-  lines += [f'- {r["task"]}: **{r["verdict"]}**' for r in results]
+      lines.append(_point_row(result['task'], point))
+  lines += ['', 'Per task, at the last point all its runs reach:', '']
+  lines += [_task_line(r) for r in results]
   return '\n'.join(lines) + '\n'
+
+
+def _point_row(task, point):
+  ours, ref = point['ours'], point['reference']
+  low, high = point['window']
+  counts = ', '.join(f'{v["evaluations"]}/{v["episodes"]}'
+                     for v in point['per_run'])
+  return (f'| {task} | {format_frames(point["frames"])} | '
+          f'{format_frames(max(low, 0))}–{format_frames(high)} | '
+          f'{ours["runs"]} of {ours["of"]} | {counts} | '
+          f'{ours["mean"]:.1f} | {ours["min"]:.1f}–{ours["max"]:.1f} | '
+          f'{ref["mean"]:.1f} | {ref["min"]:.1f}–{ref["max"]:.1f} | '
+          f'{point["verdict"]} |')
+
+
+def _task_line(result):
+  if result['verdict'] not in JUDGED:
+    return f'- {result["task"]}: **{result["verdict"]}**: {result["why"]}'
+  return (f'- {result["task"]}: **{result["verdict"]}** at '
+          f'{format_frames(result["at"])} frames ({result["runs"]} of '
+          f'{result["runs"]} runs)')
+
+
+def exit_status(results):
+  """0: every judged task within or above; 1: one below; 3: none judged."""
+  if any(r['verdict'] == 'below' for r in results):
+    return 1
+  if not any(r['verdict'] in JUDGED for r in results):
+    return 3
+  return 0
 
 
 def verify(runs, reference_path, outdir):
@@ -520,18 +640,27 @@ def verify(runs, reference_path, outdir):
   results = [verify_task(task, task_runs, curves)
              for task, task_runs in runs.items()]
   markdown = verify_markdown(results, reference_path)
+  status = exit_status(results)
   failed = [r['task'] for r in results if r['verdict'] == 'below']
+  unjudged = [r['task'] for r in results if r['verdict'] not in JUDGED]
   report = {'reference': str(reference_path), 'tasks': results,
-            'below': failed, 'passed': not failed}
+            'below': failed, 'not judged': unjudged, 'status': status,
+            'passed': status == 0}
   (outdir / 'verify.md').write_text(markdown, encoding='utf-8')
   (outdir / 'verify.json').write_text(
       json.dumps(report, indent=2) + '\n', encoding='utf-8')
   print(markdown)
   print(f'Wrote {outdir / "verify.md"} and {outdir / "verify.json"}')
+  for result in results:
+    if result['verdict'] not in JUDGED:
+      print(f'Not judged: {result["task"]}: {result["why"]}')
   if failed:
-    print(f'Below the reference at the last point reached: '
+    print(f'Below the reference at the last point all runs reach: '
           f'{", ".join(failed)}')
-  return 1 if failed else 0
+  if status == 3:
+    print('Nothing could be judged: no task has a reference point that all '
+          'of its runs reach.')
+  return status
 
 
 def export(runs, path):
@@ -568,9 +697,11 @@ def parse_args(argv):
   parser.add_argument(
       '--verify', action='store_true',
       help="compare the test returns with the reference's seeds at each of "
-      'its evaluation points that the runs reach; write verify.md and '
-      'verify.json to --outdir; exit 1 if a task is below the band at the '
-      'last point its runs reach')
+      'its points that the runs reach, each run by the mean of its '
+      'evaluations within ±a quarter of the reference\'s spacing; write '
+      'verify.md and verify.json to --outdir. Exit 0 if every judged task '
+      'is within or above the band at the last point all its runs reach, 1 '
+      'if one is below, 3 if no task could be judged, 2 on bad input')
   parser.add_argument(
       '--reference', type=pathlib.Path, default=None,
       help="a file in dreamer.json's format to verify against (default: the "
@@ -603,8 +734,10 @@ def main(argv=None):
       reference_path = args.reference or args.scores / 'dreamer.json'
       return verify(runs, reference_path.expanduser(), outdir)
   except (PlotError, OSError) as e:
+    # 2, as argparse's own errors: a script gating on --verify can tell bad
+    # input from a run below the paper (1) or nothing to judge (3).
     print(f'plotting.py: error: {e}', file=sys.stderr)
-    return 1
+    return 2
   return 0
 
 

@@ -97,10 +97,10 @@ def validate(config):
           f'--{key} {c[key]} is not valid; choose one of: '
           f'{", ".join(str(v) for v in valid)}.')
   positive = (
-      'steps', 'eval_every', 'log_every', 'envs', 'action_repeat',
-      'time_limit', 'deter_size', 'stoch_size', 'num_units', 'cnn_depth',
-      'batch_size', 'batch_length', 'train_every', 'train_steps', 'model_lr',
-      'value_lr', 'actor_lr', 'horizon')
+      'steps', 'eval_every', 'eval_episodes', 'log_every', 'envs',
+      'action_repeat', 'time_limit', 'deter_size', 'stoch_size', 'num_units',
+      'cnn_depth', 'batch_size', 'batch_length', 'train_every', 'train_steps',
+      'model_lr', 'value_lr', 'actor_lr', 'horizon')
   for key in positive:
     if not c[key] > 0:
       raise ConfigError(f'--{key} must be positive, got {c[key]}.')

@@ -1,0 +1,93 @@
+"""Evaluations of several test episodes: `--eval_episodes N`.
+
+The original evaluates one test episode per cycle and logs its return as
+`test/return`, so a single lucky or unlucky episode stands for the policy.
+With N > 1 each test episode's line logs `test/episode_return` and
+`test/episode_length` instead, and once the evaluation is over one more line
+logs their mean as `test/return` (and `test/length`), the episodes' returns
+as `test/returns` and their number as `test/episodes`; plotting.py reads
+both. With N = 1, the default, nothing here changes a metric.
+
+Episode lines may be written by worker processes (`--parallel process`), so
+the mean is taken from what metrics.jsonl holds after the evaluation, not
+from memory.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+
+METRICS_FILE = 'metrics.jsonl'
+EPISODE_KEYS = {
+    'test/return': 'test/episode_return',
+    'test/length': 'test/episode_length',
+}
+
+
+def episode_metrics(metrics, prefix, episodes):
+  """The (key, value) pairs of one episode's line, renamed when averaged.
+
+  Args:
+    metrics: (key, value) pairs as summarize_episode logs them.
+    prefix: 'train' or 'test'.
+    episodes: episodes per evaluation, `--eval_episodes`.
+  """
+  if prefix != 'test' or episodes <= 1:
+    return metrics
+  return [(EPISODE_KEYS.get(key, key), value) for key, value in metrics]
+
+
+class Evaluation:
+  """Marks metrics.jsonl before an evaluation; logs the mean after it."""
+
+  def __init__(self, logdir, episodes):
+    self._path = pathlib.Path(logdir) / METRICS_FILE
+    self._episodes = episodes
+    # Lines before the mark belong to earlier evaluations, including one a
+    # kill interrupted at the same step.
+    self._start = self._path.stat().st_size if self._path.exists() else 0
+
+  def write_mean(self):
+    """Appends the mean line; returns it, or None with one episode."""
+    if self._episodes <= 1:
+      return None
+    episodes = self._read_episodes()
+    if not episodes:
+      return None  # Stopped by a signal before the first episode ended.
+    returns = [float(e['test/episode_return']) for e in episodes]
+    lengths = [e.get('test/episode_length', 0) for e in episodes]
+    line = {
+        'step': max(e['step'] for e in episodes),
+        'test/return': float(np.mean(returns)),
+        'test/length': float(np.mean(lengths)),
+        'test/returns': returns,
+        'test/episodes': len(returns)}
+    with self._path.open('a') as f:
+      f.write(json.dumps(line) + '\n')
+    _summarize(line)
+    print(f'Test return over {len(returns)} episodes: '
+          f'{line["test/return"]:.1f} (min {min(returns):.1f}, max '
+          f'{max(returns):.1f}).')
+    return line
+
+  def _read_episodes(self):
+    with self._path.open('rb') as f:
+      f.seek(self._start)
+      text = f.read().decode('utf-8', errors='replace')
+    episodes = []
+    for line in text.splitlines():
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # A truncated line of a killed writer.
+      if isinstance(entry, dict) and 'test/episode_return' in entry:
+        episodes.append(entry)
+    return episodes
+
+
+def _summarize(line):
+  # Imported here so that the module's logic needs no TensorFlow to test.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for key in ('test/return', 'test/length'):
+    tf.summary.scalar('sim/' + key, line[key], line['step'])

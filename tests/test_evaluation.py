@@ -1,0 +1,97 @@
+"""support/evaluation.py: --eval_episodes N, the mean of N test episodes as
+`test/return`."""
+
+import json
+
+import numpy as np
+import pytest
+
+import dreamer
+import plotting
+import tools
+from runs import read_metrics, run
+from support import cli
+from support import evaluation
+
+EPISODE = [('test/return', 12.5), ('test/length', 500), ('episodes', 3)]
+
+
+def append(path, *entries):
+  with path.open('a') as f:
+    for entry in entries:
+      f.write(json.dumps(entry) + '\n')
+
+
+def test_one_episode_changes_nothing(tmp_path):
+  # The original's default: the episode's own line is test/return.
+  assert evaluation.episode_metrics(EPISODE, 'test', 1) == EPISODE
+  append(tmp_path / 'metrics.jsonl', {'step': 5000, 'test/return': 3.0})
+  before = (tmp_path / 'metrics.jsonl').read_text()
+  evaluated = evaluation.Evaluation(tmp_path, 1)
+  append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 4.0})
+  assert evaluated.write_mean() is None
+  assert (tmp_path / 'metrics.jsonl').read_text() == before + json.dumps(
+      {'step': 15000, 'test/return': 4.0}) + '\n'
+
+
+def test_default_is_the_originals_one_episode():
+  assert dreamer.define_config().eval_episodes == 1
+  config = cli.parse_args(
+      dreamer.define_config, tools.args_type, ['--eval_episodes', '0'])
+  with pytest.raises(cli.ConfigError, match='--eval_episodes must be'):
+    cli.validate(config)
+
+
+def test_episodes_renamed_only_for_test_with_several():
+  assert evaluation.episode_metrics(EPISODE, 'train', 3) == EPISODE
+  assert evaluation.episode_metrics(EPISODE, 'test', 3) == [
+      ('test/episode_return', 12.5), ('test/episode_length', 500),
+      ('episodes', 3)]
+
+
+def test_mean_of_the_episodes_after_the_mark(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  # An evaluation at the same step that a kill interrupted: not counted.
+  append(path, {'step': 10000, 'test/episode_return': 900.0})
+  evaluated = evaluation.Evaluation(tmp_path, 3)
+  append(path, *[{'step': 10000, 'test/episode_return': r,
+                  'test/episode_length': 500, 'episodes': 4}
+                 for r in (10.0, 20.0, 60.0)])
+  line = evaluated.write_mean()
+  assert line == {'step': 10000, 'test/return': 30.0, 'test/length': 500.0,
+                  'test/returns': [10.0, 20.0, 60.0], 'test/episodes': 3}
+  assert read_metrics(tmp_path)[-1] == line
+  # plotting.py counts the three episodes behind the one evaluation.
+  steps, returns, episodes = plotting.read_test_episodes(path)
+  assert (list(steps), list(returns), list(episodes)) == (
+      [10000], [30.0], [3])
+
+
+def test_no_episode_no_line(tmp_path):
+  evaluated = evaluation.Evaluation(tmp_path, 3)
+  append(tmp_path / 'metrics.jsonl', {'step': 1000, 'model_loss': 1.0})
+  assert evaluated.write_mean() is None
+  assert len(read_metrics(tmp_path)) == 1
+
+
+def test_run_logs_the_mean_of_two_episodes(tmp_path):
+  logdir = tmp_path / 'run'
+  # Short episodes: one evaluation at 200 frames, after the prefill.
+  code, output = run('--preset', 'tiny', '--task', 'dmc_cartpole_balance',
+                     '--time_limit', '200', '--prefill', '200',
+                     '--eval_every', '200', '--train_every', '200',
+                     '--log_every', '200', '--steps', '400',
+                     '--eval_episodes', '2', '--logdir', str(logdir),
+                     timeout=900)
+  assert code == 0, output[-3000:]
+  metrics = read_metrics(logdir)
+  episodes = [m for m in metrics if 'test/episode_return' in m]
+  means = [m for m in metrics if 'test/return' in m]
+  # One evaluation: two episodes, one mean.
+  assert len(episodes) == 2 and len(means) == 1
+  (mean,) = means
+  assert mean['test/returns'] == [e['test/episode_return'] for e in episodes]
+  assert mean['test/return'] == pytest.approx(np.mean(mean['test/returns']))
+  assert mean['step'] == episodes[0]['step'] == 200
+  assert mean['test/length'] == 100  # Agent steps: 200 frames / repeat 2.
+  assert 'Test return over 2 episodes' in output
