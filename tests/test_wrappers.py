@@ -19,6 +19,7 @@ from PIL import Image
 
 import runs
 import wrappers
+from support import spaces
 from support import workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -673,7 +674,7 @@ class TestGymnasium:
   def test_classic_control_cart_pole_onehot(self):
     episodes = []
     env = make_gym('CartPole-v1', [episodes.append], seed=1)
-    assert isinstance(env.action_space, wrappers.OneHotSpace)
+    assert isinstance(env.action_space, spaces.OneHotSpace)
     assert env.action_space.n == 2
     renders = count_renders(env)
     play(env, 200, seed=1)
