@@ -17,6 +17,7 @@ from tf_keras import mixed_precision as prec
 import checkpoint
 import progress
 import replay
+import runtime
 import storage
 
 tfd = tfp.distributions
@@ -301,7 +302,7 @@ class Adam(tf.Module):
     self._opt = tf_keras.optimizers.Adam(lr)
     # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
     if prec.global_policy().compute_dtype == 'float16':
-      self._opt = prec.LossScaleOptimizer(self._opt)
+      self._opt = runtime.LossScaleOptimizer(self._opt)
     self._variables = None
 
   @property
