@@ -1,5 +1,8 @@
 """TensorFlow's set-up for a run: precision policy, seeds and devices."""
 
+import os
+import shutil
+
 import tensorflow as tf
 import tf_keras
 from tf_keras import mixed_precision as prec
@@ -15,11 +18,18 @@ def make_strategy():
   return tf.distribute.MirroredStrategy(devices)
 
 
+# Set to 1, --precision 16 takes the GPU's policy (mixed_float16) on any
+# machine, so that the GPU's code path can run on a CPU (tests, CI).
+FORCE_FLOAT16 = 'DREAMER_FORCE_FLOAT16'
+
+
 def set_precision(config):
   """Returns the Keras mixed precision policy used for --precision."""
   if config.precision == 32:
     name = 'float32'
   elif tf.config.list_physical_devices('GPU'):
+    name = 'mixed_float16'
+  elif os.environ.get(FORCE_FLOAT16) == '1':
     name = 'mixed_float16'
   else:
     name = cpu_policy_for_16()
@@ -52,6 +62,19 @@ class LossScaleOptimizer(lso.LossScaleOptimizerV3):
   def _apply_gradients(self, grads, wrapped_vars):
     super()._apply_gradients(grads, wrapped_vars)
     self.iterations.assign_add(1, read_value=False)
+
+
+def missing_cuda_hint():
+  """A one-line hint when a GPU exists but TensorFlow cannot use it.
+
+  `pip install -r requirements.txt` brings TensorFlow without the CUDA
+  libraries; TensorFlow then trains on the CPU without a word.
+  """
+  if shutil.which('nvidia-smi') and not tf.config.list_physical_devices('GPU'):
+    return ('nvidia-smi exists but TensorFlow sees no GPU, so this runs on the '
+            'CPU: install the CUDA libraries with '
+            '`pip install -r requirements-gpu.txt`.')
+  return None
 
 
 def cpu_policy_for_16(cpuinfo='/proc/cpuinfo'):
