@@ -1,4 +1,4 @@
-"""TensorFlow's set-up for a run: precision policy, seeds and devices."""
+"""TensorFlow's set-up for a run: precision, loss scaling, seeds, devices."""
 
 import os
 import shutil

@@ -87,7 +87,8 @@ def optimizer_state(agent):
   state = {}
   for name in OPTIMIZERS:
     opt = getattr(agent, f'_{name}_opt')._opt
-    scale = float(opt.loss_scale.numpy()) if hasattr(opt, 'loss_scale') else None
+    scaled = hasattr(opt, 'loss_scale')
+    scale = float(opt.loss_scale.numpy()) if scaled else None
     state[name] = dict(iterations=int(opt.iterations.numpy()), scale=scale)
   return state
 
