@@ -15,7 +15,7 @@ import tf_keras
 from tf_keras import mixed_precision as prec
 from tensorflow_probability import distributions as tfd
 
-from support import checkpoint, progress, replay, storage
+from support import checkpoint, progress, replay, runtime, storage
 
 
 class AttrDict(dict):
@@ -350,7 +350,7 @@ class Adam(tf.Module):
     self._opt = tf_keras.optimizers.Adam(lr)
     # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
     if prec.global_policy().compute_dtype == 'float16':
-      self._opt = prec.LossScaleOptimizer(self._opt)
+      self._opt = runtime.LossScaleOptimizer(self._opt)
     self._variables = None
 
   @property

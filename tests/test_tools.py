@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorboard.backend.event_processing import event_accumulator
+from tf_keras import mixed_precision as prec
 
 import runs
 import tools
@@ -227,6 +228,127 @@ class TestAdam:
     opt(tape, loss)
     np.testing.assert_allclose(layer.kernel.numpy(), 0.5)
     np.testing.assert_allclose(layer.bias.numpy(), 1.0)
+
+
+@pytest.fixture
+def float16_policy():
+  """Keras' mixed_float16, the GPU's policy, forced on the CPU."""
+  before = prec.global_policy()
+  prec.set_global_policy('mixed_float16')
+  yield
+  prec.set_global_policy(before)
+
+
+class TestLossScale:
+  """tools.Adam's dynamic loss scaling under mixed_float16, as the original's.
+
+  The input sets the gradient: d loss / d kernel = x times the loss scale,
+  computed in float16, so |x| = 100 overflows at 2**15 (3.3e6 > 65504) and
+  |x| = 1 does not.
+  """
+
+  def _setup(self):
+    module = tools.Module()
+    module.get('dense', tf.keras.layers.Dense, 1)(tf.zeros((1, 3)))
+    return module, tools.Adam('test', [module], 0.1)
+
+  def _step(self, module, opt, x):
+    with tf.GradientTape() as tape:
+      out = module.get('dense', None)(tf.convert_to_tensor(x, tf.float32)[None])
+      loss = tf.cast(tf.reduce_sum(out), tf.float32)
+    return opt(tape, loss)
+
+  def _state(self, module, opt):
+    return dict(
+        weights=[v.numpy().copy() for v in module.variables],
+        moments=[v.numpy().copy() for v in opt.variables
+                 if 'iteration' not in v.name],
+        iterations=int(opt._opt.iterations.numpy()),
+        scale=float(opt._opt.loss_scale.numpy()))
+
+  def test_dynamic_with_the_originals_settings(self, float16_policy):
+    _, opt = self._setup()
+    assert isinstance(opt._opt, prec.LossScaleOptimizer)
+    assert opt._opt.dynamic
+    assert opt._opt.initial_scale == 2 ** 15
+    assert opt._opt.dynamic_growth_steps == 2000
+
+  def test_no_loss_scale_in_float32(self):
+    _, opt = self._setup()
+    assert not isinstance(opt._opt, prec.LossScaleOptimizer)
+
+  @pytest.mark.parametrize('traced', [False, True])
+  def test_overflow_skips_the_update_and_halves_the_scale(
+      self, float16_policy, traced):
+    module, opt = self._setup()
+    step = tf.function(self._step) if traced else self._step
+    opt.build()
+    before = self._state(module, opt)
+    norm = step(module, opt, [100.0, 1.0, 1.0])
+    assert not np.isfinite(norm.numpy())
+    skipped = self._state(module, opt)
+    for key in ('weights', 'moments'):
+      for a, b in zip(before[key], skipped[key]):
+        np.testing.assert_array_equal(a, b, err_msg=key)
+    assert skipped['scale'] == 2 ** 14
+    # TF 2.2 did not count a skipped update; tf-keras alone would give 1.
+    assert skipped['iterations'] == 0
+    norm = step(module, opt, [1.0, 1.0, 1.0])
+    assert np.isfinite(norm.numpy())
+    applied = self._state(module, opt)
+    assert applied['scale'] == 2 ** 14
+    assert applied['iterations'] == 1
+    # Adam's first step moves every element by about the learning rate.
+    for a, b in zip(skipped['weights'], applied['weights']):
+      np.testing.assert_allclose(a - b, 0.1, rtol=1e-3)
+
+  def test_scale_doubles_after_2000_finite_steps(self, float16_policy):
+    module, opt = self._setup()
+    step = tf.function(self._step)
+    opt.build()
+    # 1998 finite steps so far; the period's last two decide.
+    opt._opt.dynamic_counter.assign(1998)
+    step(module, opt, [1.0, 1.0, 1.0])
+    assert float(opt._opt.loss_scale.numpy()) == 2 ** 15
+    step(module, opt, [1.0, 1.0, 1.0])
+    assert float(opt._opt.loss_scale.numpy()) == 2 ** 16
+    assert int(opt._opt.dynamic_counter.numpy()) == 0
+    assert int(opt._opt.iterations.numpy()) == 2
+
+  def test_skipped_on_every_replica_when_one_overflows(self, float16_policy):
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    with strategy.scope():
+      module, opt = self._setup()
+      opt.build()
+    weights = [v.numpy().copy() for v in module.variables]
+    inputs = iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(
+            [[100.0, 1.0, 1.0], [1.0, 1.0, 1.0]]).batch(2)))
+
+    @tf.function
+    def step(x):
+      def replica(x):
+        return self._step(module, opt, x[0])
+      return strategy.run(replica, args=(x,))
+
+    step(next(inputs))
+    for a, b in zip(weights, module.variables):
+      np.testing.assert_array_equal(a, b.numpy())
+    assert float(opt._opt.loss_scale.numpy()) == 2 ** 14
+    assert int(opt._opt.iterations.numpy()) == 0
+
+  def test_scale_and_count_are_checkpointed(self, float16_policy, tmp_path):
+    module, opt = self._setup()
+    opt.build()
+    self._step(module, opt, [100.0, 1.0, 1.0])
+    self._step(module, opt, [1.0, 1.0, 1.0])
+    path = tf.train.Checkpoint(opt=opt).write(str(tmp_path / 'ckpt'))
+    module, restored = self._setup()
+    restored.build()
+    tf.train.Checkpoint(opt=restored).read(path).assert_consumed()
+    assert float(restored._opt.loss_scale.numpy()) == 2 ** 14
+    assert int(restored._opt.dynamic_counter.numpy()) == 1
+    assert int(restored._opt.iterations.numpy()) == 1
 
 
 class TestSchedules:
