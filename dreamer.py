@@ -458,9 +458,6 @@ def main(config):
     for gpu in tf.config.experimental.list_physical_devices('GPU'):
       tf.config.experimental.set_memory_growth(gpu, True)
   assert config.precision in (16, 32), config.precision
-  hint = runtime.missing_cuda_hint()  # A GPU that TensorFlow cannot use.
-  if hint:
-    print(hint)
   print(f'Precision policy: {runtime.set_precision(config)}.')
   runtime.set_seed(config.seed, config.deterministic)
   config.steps = int(config.steps)

@@ -34,6 +34,9 @@ FORCE_FLOAT16 = 'DREAMER_FORCE_FLOAT16'
 
 def set_precision(config):
   """Returns the Keras mixed precision policy used for --precision."""
+  hint = missing_cuda_hint()  # A GPU that TensorFlow cannot use.
+  if hint:
+    print(hint)
   if config.precision == 32:
     name = 'float32'
   elif tf.config.list_physical_devices('GPU'):
