@@ -133,7 +133,8 @@ def start_ray(address):
     wait_for_address(address)
   try:
     ray.init(
-        address=address, logging_level=logging.WARNING, log_to_driver=False,
+        # 'local': a new Ray, never one that `ray start` left running here.
+        address=address or 'local', logging_level=logging.WARNING, log_to_driver=False,
         configure_logging=True,
         # A local Ray holds no data worth 30% of the memory.
         **({} if address else dict(object_store_memory=200 * 2**20)))
@@ -186,7 +187,6 @@ def resources_per_run(ray, args):
 def run_trial(config, flags, logdir, script):
   """Runs dreamer.py to the end; reports its test returns to Tune."""
   import ray
-  from ray import tune
   rundir = run_dir(logdir, config['task'], config['seed'])
   rundir.mkdir(parents=True, exist_ok=True)
   node = dict(node_id=ray.get_runtime_context().get_node_id())
@@ -204,19 +204,30 @@ def run_trial(config, flags, logdir, script):
           stderr=subprocess.STDOUT, pass_fds=[lock.fileno()],
           env={**os.environ, 'PYTHONUNBUFFERED': '1'},
           preexec_fn=die_with_parent(os.getpid()))
-      reader = MetricsReader(rundir / 'metrics.jsonl')
-      tune.report({**node, **reader.read()[0]})
-      while process.poll() is None:
-        time.sleep(2)
-        summary, returns = reader.read()
-        for step, value in returns:
-          tune.report({**node, **summary, 'frames': step,
-                       'test_return': value})
+      watch_run(process, MetricsReader(rundir / 'metrics.jsonl'), node)
   if process.returncode != 0:
     tail = (rundir / 'console.log').read_text(errors='replace')[-2000:]
     raise RuntimeError(
         f'dreamer.py exited with status {process.returncode}; its output is '
         f'in {rundir / "console.log"}, which ends:\n{tail}')
+
+
+def watch_run(process, reader, node):
+  """Reports each new test return, and the frames at least every 30 s."""
+  from ray import tune
+  summary, _ = reader.read()
+  tune.report({**node, **summary})
+  last = time.time()
+  while process.poll() is None:
+    time.sleep(2)
+    summary, returns = reader.read()
+    for step, value in returns:
+      tune.report({**node, **summary, 'frames': step, 'test_return': value})
+      last = time.time()
+    if time.time() - last >= 30:
+      tune.report({**node, **summary})
+      last = time.time()
+  tune.report({**node, **reader.read()[0]})  # The frames it ended at.
 
 
 def wait_for_lock(lock):
