@@ -185,13 +185,14 @@ def cluster():
     wait_for(lambda: count_nodes(address) == 2, 180, 'two Ray nodes')
     yield address
   finally:
+    # `ray start --block` outlives SIGTERM: its groups are ours to kill.
     for node in nodes:
       try:
-        os.killpg(node.pid, signal.SIGTERM)
+        os.killpg(node.pid, signal.SIGKILL)
       except ProcessLookupError:
         pass
-    time.sleep(2)
     kill_all(temp)
+    time.sleep(1)
     assert not pids_mentioning(temp)
 
 
