@@ -25,10 +25,20 @@ import subprocess
 import sys
 import time
 
-# The project's modules, in one place (dreamer.py imports TensorFlow quietly).
+# The project's modules, in one place. dreamer.py comes first: it imports
+# TensorFlow without its start-up noise, which cli.py would not.
+import dreamer  # noqa: I100
 import cli
-import dreamer
 import plotting
+
+# Tune's console output is our status table (verbose=0 is silent only in
+# Tune's older output engine, which this selects).
+os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
+# Start-up messages of Ray that are not errors and need no action, by the
+# logger that writes them.
+RAY_NOISE = {
+    'ray._private.authentication.authentication_token_setup':
+        'Token authentication is enabled for this Ray cluster'}
 
 ROOT = pathlib.Path(__file__).resolve().parent
 PAPER_TASKS = ROOT / 'scores' / 'dreamer.json'
@@ -129,13 +139,16 @@ def run_dir(logdir, task, seed):
 def start_ray(address):
   """Starts or joins Ray quietly; raises ConfigError if it cannot."""
   import ray  # Here, so that bad flags are refused without importing Ray.
+  for name, text in RAY_NOISE.items():
+    logging.getLogger(name).addFilter(
+        lambda record, text=text: text not in record.getMessage())
   if address not in (None, 'auto'):
     wait_for_address(address)
   try:
     ray.init(
         # 'local': a new Ray, never one that `ray start` left running here.
-        address=address or 'local', logging_level=logging.WARNING, log_to_driver=False,
-        configure_logging=True,
+        address=address or 'local', logging_level=logging.WARNING,
+        log_to_driver=False, configure_logging=True,
         # A local Ray holds no data worth 30% of the memory.
         **({} if address else dict(object_store_memory=200 * 2**20)))
   except (ConnectionError, RuntimeError, ValueError) as e:
@@ -177,7 +190,7 @@ def resources_per_run(ray, args):
       raise cli.ConfigError(
           f'--{key.lower()}s_per_run {need:g} is more than any node has: the '
           f'largest has {most:g} {key}s. Use --{key.lower()}s_per_run '
-          f'{most:g} or less.')
+          f'{most:g}' + (' or less.' if most else '.'))
   return {'cpu': args.cpus_per_run, 'gpu': gpus}
 
 

@@ -54,7 +54,8 @@ def pids_mentioning(text):
   for entry in pathlib.Path('/proc').iterdir():
     if entry.name.isdigit() and int(entry.name) != os.getpid():
       try:
-        if text in (entry / 'cmdline').read_bytes().decode(errors='replace'):
+        command = (entry / 'cmdline').read_bytes().replace(b'\0', b' ')
+        if text in command.decode(errors='replace'):
           pids.append(int(entry.name))
       except OSError:
         continue
@@ -103,8 +104,8 @@ def local_sweep(tmp_path_factory):
     # After its first checkpoint, while it collects towards the end.
     wait_for(lambda: (killed / 'checkpoints' / 'checkpoint').exists(),
              600, 'the first checkpoint of seed 0')
-    [pid] = [p for p in pids_mentioning(f'--logdir {killed}')
-             if 'dreamer.py' in pathlib.Path(f'/proc/{p}/cmdline').read_text()]
+    [pid] = pids_mentioning(f'dreamer.py {" ".join(DREAMER_FLAGS)} '
+                            f'--task {TASK} --seed 0 --logdir {killed}')
     episodes = sorted(p.name for p in (killed / 'episodes').glob('*.npz'))
     before = steps(killed)
     os.kill(pid, signal.SIGKILL)
