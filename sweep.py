@@ -305,18 +305,13 @@ def make_status_table():
     """Prints the trials at most every 30 s, and at the end."""
 
     def __init__(self):
-      self.trials = []
       self._last = 0.0
 
     def on_step_begin(self, iteration, trials, **info):
-      self.trials = trials
       every = float(os.environ.get('DREAMER_STATUS_EVERY', 30))
       if time.time() - self._last >= every:
         self._last = time.time()
         print(status_table(trials), flush=True)
-
-    def on_experiment_end(self, trials, **info):
-      self.trials = trials
 
   return StatusTable()
 
@@ -412,7 +407,8 @@ def main(argv=None):
   table = make_status_table()
   tuner = make_tuner(ray, args, tasks, flags, resources, table)
   results = tuner.fit()
-  trials = table.trials
+  # As Tune saved them: a resumed sweep's callbacks are Tune's own copies.
+  trials = ray.tune.ExperimentAnalysis(str(args.logdir / 'tune')).trials
   print(status_table(trials), flush=True)
   rows = [trial_row(t) for t in trials]
   sweep_file.write_text(json.dumps({**grid, 'trials': rows}, indent=2) + '\n')
