@@ -36,9 +36,13 @@ import plotting
 os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
 # Start-up messages of Ray that are not errors and need no action, by the
 # logger that writes them.
-RAY_NOISE = {
-    'ray._private.authentication.authentication_token_setup':
-        'Token authentication is enabled for this Ray cluster'}
+RAY_NOISE = (
+    ('ray._private.authentication.authentication_token_setup',
+     'Token authentication is enabled for this Ray cluster'),
+    # Trials that had not reported yet when the sweep was stopped.
+    ('ray.tune.analysis.experiment_analysis', 'Failed to fetch metrics'),
+    # Its advice is Tune's Python API; ours, printed, is the same command.
+    ('ray.tune.tune', 'Experiment has been interrupted'))
 
 ROOT = pathlib.Path(__file__).resolve().parent
 PAPER_TASKS = ROOT / 'scores' / 'dreamer.json'
@@ -139,7 +143,7 @@ def run_dir(logdir, task, seed):
 def start_ray(address):
   """Starts or joins Ray quietly; raises ConfigError if it cannot."""
   import ray  # Here, so that bad flags are refused without importing Ray.
-  for name, text in RAY_NOISE.items():
+  for name, text in RAY_NOISE:
     logging.getLogger(name).addFilter(
         lambda record, text=text: text not in record.getMessage())
   if address not in (None, 'auto'):
