@@ -313,7 +313,7 @@ def make_status_table():
 
     def on_step_begin(self, iteration, trials, **info):
       every = float(os.environ.get('DREAMER_STATUS_EVERY', 30))
-      if time.time() - self._last >= every:
+      if trials and time.time() - self._last >= every:
         self._last = time.time()
         print(status_table(trials), flush=True)
 
