@@ -67,6 +67,9 @@ def kill_all(*texts):
     for pid in pids_mentioning(text):
       try:
         os.kill(pid, signal.SIGKILL)
+    print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
+          f'{len(episodes)} episodes, checkpoint '
+          f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
       except ProcessLookupError:
         pass
 
@@ -109,6 +112,9 @@ def local_sweep(tmp_path_factory):
     episodes = sorted(p.name for p in (killed / 'episodes').glob('*.npz'))
     before = steps(killed)
     os.kill(pid, signal.SIGKILL)
+    print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
+          f'{len(episodes)} episodes, checkpoint '
+          f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
     code, output = finish(process)
     yield dict(logdir=logdir, code=code, output=output, killed=killed,
                episodes=episodes, steps=before)
@@ -151,6 +157,8 @@ def test_killed_run_is_restarted_and_resumes(local_sweep):
   assert set(local_sweep['episodes']) <= set(after)
   assert steps(killed)[:len(local_sweep['steps'])] == local_sweep['steps']
   assert min(steps(killed)[len(local_sweep['steps']):]) >= 200
+  print('Steps of the killed run after its restart:',
+        steps(killed)[len(local_sweep['steps']):])
   assert trials(local_sweep['logdir'])[1]['state'] == 'TERMINATED'
 
 
@@ -224,6 +232,9 @@ def interrupted_sweep(cluster, tmp_path_factory):
     finished = {seed: snapshot(logdir / TASK / str(seed))
                 for seed in (0, 1) if finished_line(lines, seed)}
     process.send_signal(signal.SIGINT)
+    print('SIGINT to the sweep; finished before it: seeds',
+          sorted(finished), '; steps of seed 2:',
+          steps(logdir / TASK / '2'))
     code, output = finish(process, timeout=300)
     first = dict(code=code, output=''.join(lines) + output,
                  trials=trials(logdir), finished=finished)
