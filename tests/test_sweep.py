@@ -67,9 +67,6 @@ def kill_all(*texts):
     for pid in pids_mentioning(text):
       try:
         os.kill(pid, signal.SIGKILL)
-    print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
-          f'{len(episodes)} episodes, checkpoint '
-          f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
       except ProcessLookupError:
         pass
 
@@ -112,6 +109,9 @@ def local_sweep(tmp_path_factory):
     episodes = sorted(p.name for p in (killed / 'episodes').glob('*.npz'))
     before = steps(killed)
     os.kill(pid, signal.SIGKILL)
+    print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
+          f'{len(episodes)} episodes, checkpoint '
+          f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
     print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
           f'{len(episodes)} episodes, checkpoint '
           f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
@@ -324,3 +324,19 @@ def test_more_gpus_than_a_node_has_is_refused(cluster, tmp_path):
   assert code == 2, output
   assert '--gpus_per_run 1 is more than any node has' in output
   assert not (tmp_path / 'x').exists()
+
+
+def test_a_logdir_of_another_sweep_is_refused(tmp_path, capsys):
+  (tmp_path / 'sweep.json').write_text(json.dumps(
+      {'tasks': ['dmc_walker_walk'], 'seeds': [0]}))
+  assert sweep.main(['--tasks', TASK, '--seeds', '0', '--logdir',
+                     str(tmp_path)]) == 2
+  assert ('holds a sweep of --tasks dmc_walker_walk --seeds 0'
+          in capsys.readouterr().err)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['sweep.json']
+
+
+def test_paper_means_the_papers_20_tasks():
+  tasks = sweep.paper_tasks()
+  assert len(tasks) == 20 and all(t.startswith('dmc_') for t in tasks)
+  assert {'dmc_walker_walk', 'dmc_cartpole_balance'} <= set(tasks)
