@@ -323,7 +323,7 @@ def make_status_table():
 def trial_row(trial):
   result = trial.last_result or {}
   ret = result.get('last_test_return')
-  state = trial.status + (f' (restarts: {trial.num_failures})'
+  state = trial.status + (f' (failures: {trial.num_failures})'
                           if trial.num_failures else '')
   node = (f'{result["node_ip"]} {result["node_id"][:8]}'
           if 'node_id' in result else '')

@@ -147,7 +147,7 @@ def test_local_sweep_runs_every_trial_to_the_end(local_sweep):
 def test_killed_run_is_restarted_and_resumes(local_sweep):
   killed, output = local_sweep['killed'], local_sweep['output']
   assert trials(local_sweep['logdir'])[0]['state'] == (
-      'TERMINATED (restarts: 1)'), output
+      'TERMINATED (failures: 1)'), output
   console = (killed / 'console.log').read_text()
   first, second = console.split('[sweep] ')[1:]  # One start per attempt.
   assert 'Load checkpoint.' in second
