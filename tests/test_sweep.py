@@ -261,10 +261,10 @@ def test_interrupted_sweep_resumes_without_rerunning(interrupted_sweep):
   assert first['code'] == 130, first['output']
   assert 'run the same command again' in first['output']
   assert first['finished'], first['output']
-  assert second['code'] == 0, second['output']
-  assert 'Resuming the sweep' in second['output']
   for seed, files in first['finished'].items():
     assert snapshot(logdir / TASK / str(seed)) == files  # Not run again.
+  assert second['code'] == 0, second['output']
+  assert 'Resuming the sweep' in second['output']
   for seed in {0, 1, 2} - set(first['finished']):
     rundir = logdir / TASK / str(seed)
     assert (rundir / 'console.log').read_text().count('[sweep] ') == 2
