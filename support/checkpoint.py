@@ -103,7 +103,7 @@ def restore_schedule(agent, variable, step):
 
 
 def read(checkpoint, path):
-  if not _holds(path, 'schedule/'):
+  if hasattr(checkpoint, 'schedule') and not _holds(path, 'schedule/'):
     # Written before the schedule was saved: restore the rest, and leave
     # the schedule at -1 (a resume then trains from its own step, as before).
     checkpoint.schedule.assign(-1)

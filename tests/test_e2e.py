@@ -5,21 +5,23 @@ rendering, real training), shared by the assertions of a class through
 module-scoped fixtures, so the module takes about three minutes on 2 cores.
 """
 
+import io
 import os
 import pathlib
 import re
 import subprocess
 import sys
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import dreamer
 import tools
-from support import cli
 from runs import read_metrics
 from runs import run
+from support import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -100,7 +102,9 @@ class TestFirstRun:
     # Open loop: 6 sequences side by side (the tiny batch holds 4); rows of
     # truth, model and error.
     openl = values['agent/openl/gif'][0].image
-    assert (openl.width, openl.height) == (4 * 64, 3 * 64)
+    frames = iio.imread(
+        io.BytesIO(openl.encoded_image_string), extension='.gif', index=None)
+    assert frames.shape[1:3] == (3 * 64, 4 * 64)
 
   def test_checkpoint_written(self, cartpole):
     _, first, _ = cartpole

@@ -137,7 +137,9 @@ def test_local_sweep_runs_every_trial_to_the_end(local_sweep):
     assert trials(logdir)[seed]['state'].startswith('TERMINATED'), output
     assert trials(logdir)[seed]['frames'] == 300
   verify = json.loads((logdir / 'verify.json').read_text())
-  assert local_sweep['code'] == (0 if verify['passed'] else 1), output
+  # The sweep exits with verify's status: 3 here, as these runs are too
+  # short to reach the paper's first point.
+  assert local_sweep['code'] == verify['status'] == 3, output
   assert (logdir / 'verify.md').exists() and (logdir / f'{TASK}.png').exists()
   assert re.search(r'task +seed +frames +test_return +state +node', output)
   # Ray's start-up messages stay out of the console.
@@ -263,7 +265,8 @@ def test_interrupted_sweep_resumes_without_rerunning(interrupted_sweep):
   assert first['finished'], first['output']
   for seed, files in first['finished'].items():
     assert snapshot(logdir / TASK / str(seed)) == files  # Not run again.
-  assert second['code'] == 0, second['output']
+  verify = json.loads((logdir / 'verify.json').read_text())
+  assert second['code'] == verify['status'] == 3, second['output']
   assert 'Resuming the sweep' in second['output']
   for seed in {0, 1, 2} - set(first['finished']):
     rundir = logdir / TASK / str(seed)
@@ -284,7 +287,7 @@ def test_trials_are_placed_on_both_nodes(interrupted_sweep):
 
 
 @pytest.mark.parametrize('flags, message', [
-    (['--tasks', 'dmc_walker_wlak'], 'valid tasks are: acrobot_swingup'),
+    (['--tasks', 'dmc_walker_wlak'], 'valid names are: acrobot_swingup'),
     (['--tasks', 'mujoco_ant'], 'Valid suites: dmc'),
     (['--seeds', '0', '0'], '--seeds lists 0 twice'),
     (['--', '--seed', '3'], '--seed after -- is refused'),

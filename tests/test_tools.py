@@ -316,7 +316,11 @@ class TestLossScale:
     assert int(opt._opt.iterations.numpy()) == 2
 
   def test_skipped_on_every_replica_when_one_overflows(self, float16_policy):
-    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    # Without collective ops: their instance keys would clash with those of
+    # another two-replica strategy that ran earlier in this process.
+    strategy = tf.distribute.MirroredStrategy(
+        ['/cpu:0', '/cpu:1'],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
       module, opt = self._setup()
       opt.build()
