@@ -5,8 +5,8 @@ import pathlib
 import sys
 import time
 
-os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-os.environ['MUJOCO_GL'] = 'egl'
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ['TF_USE_LEGACY_KERAS'] = '1'  # Keras 2 (tf-keras), as TFP uses.
 
 from support import console  # noqa: F401  Filters TensorFlow's start-up noise.

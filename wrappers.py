@@ -486,8 +486,9 @@ class Async:
     except Exception:
       stacktrace = ''.join(traceback.format_exception(*sys.exc_info()))
       print(f'Error in environment process: {stacktrace}')
-      conn.send((Async._EXCEPTION, stacktrace))
-    workers.finish(env, conn)
+      workers.report(conn, (Async._EXCEPTION, stacktrace))
+    finally:
+      workers.finish(env, conn)
 
 
 class Gymnasium:

@@ -154,10 +154,14 @@ def dmc_tasks():
 
 
 def atari_games():
-  # The ROMs that ale-py ships, in the snake case of the original's names
-  # (atari_pong, atari_space_invaders).
-  import ale_py.roms  # pylint: disable=import-outside-toplevel
-  return set(ale_py.roms.get_all_rom_ids())
+  # The ROMs that ale-py ships and registers as v5 environments (a few, such
+  # as joust, it does not), in the snake case of the original's names.
+  import ale_py  # pylint: disable=import-outside-toplevel
+  import gymnasium as gym  # pylint: disable=import-outside-toplevel
+  gym.register_envs(ale_py)
+  camel = lambda rom: ''.join(word.title() for word in rom.split('_'))
+  return {rom for rom in ale_py.roms.get_all_rom_ids()
+          if f'ALE/{camel(rom)}-v5' in gym.registry}
 
 
 def check_gym(name, config):

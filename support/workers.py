@@ -64,7 +64,7 @@ def receive(conn, process):
       raise WorkerError(_dead_message(process))
   try:
     return conn.recv()
-  except EOFError as e:
+  except (EOFError, ConnectionResetError) as e:  # Gone while we asked.
     raise WorkerError(_dead_message(process)) from e
 
 
@@ -106,6 +106,14 @@ def next_message(conn, parent_pid):
     return conn.recv()
   except (EOFError, OSError):
     return None, None
+
+
+def report(conn, message):
+  """In the worker: sends its last message, unless the trainer is gone."""
+  try:
+    conn.send(message)
+  except (OSError, ValueError):
+    pass
 
 
 def finish(env, conn):

@@ -79,6 +79,9 @@ class TestCommandLine:
     cli.check_task('atari_space_invaders')
     with pytest.raises(cli.ConfigError, match="Atari game 'notagame'"):
       cli.check_task('atari_notagame')
+    # A ROM that ale-py ships but registers no v5 environment for.
+    with pytest.raises(cli.ConfigError, match="Atari game 'joust'"):
+      cli.check_task('atari_joust')
 
   @pytest.mark.parametrize('flags, message', [
       (['--precision', '8'], '--precision 8 is not valid; choose one of: 16, 32'),
