@@ -12,6 +12,7 @@ import pathlib
 
 import tensorflow as tf
 
+from support import progress
 from support import storage
 
 MAX_TO_KEEP = 2
@@ -48,6 +49,10 @@ def schedule(agent):
   trained. Made per call, holding the value of the moment.
   """
   last = getattr(agent._should_train, '_last', None)
+  if last is not None and progress.Phase.unfinished:
+    # Saved on a stop inside a phase: the resumed run does it again whole
+    # (the updates already done count twice, rather than the rest never).
+    last -= agent._should_train._every
   return tf.Variable(-1 if last is None else last, dtype=tf.int64)
 
 

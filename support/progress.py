@@ -104,18 +104,24 @@ class Phase:
   """
 
   updates = 0  # All updates of this process, for the collection's status.
+  # Whether a phase has begun and not done all its updates: a checkpoint
+  # saved on a stop in the middle of one has it done again on resume.
+  unfinished = False
 
   def __init__(self, total, step):
     self._progress = PhaseProgress(total)
     self._total = total
     self._step = step
     self._losses = []
+    Phase.unfinished = total > 0
 
   def update(self, losses):
     # Losses are read once per phase, not per update: reading forces a sync.
     self._losses.append(losses)
     Phase.updates += 1
     self._progress(len(self._losses))
+    if len(self._losses) == self._total:
+      Phase.unfinished = False
     if len(self._losses) == self._total or stop_requested():
       check_finite(self._losses, self._step)
     poll()
@@ -187,6 +193,7 @@ def install(*at_stop_fns):
   _PREVIOUS.update({s: signal.getsignal(s) for s in _SIGNALS})
   _STOP = GracefulStop(_SIGNALS)
   _AT_STOP[:] = at_stop_fns
+  Phase.unfinished = False
 
 
 def uninstall():

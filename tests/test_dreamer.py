@@ -14,6 +14,7 @@ import runs
 import tools
 from support import checkpoint
 from support import cli
+from support import progress
 from support import runtime
 from support import storage
 
@@ -274,7 +275,7 @@ class TestCheckpoint:
     np.testing.assert_array_equal(a1.numpy(), a2.numpy())
 
   def test_schedule_restored_and_older_checkpoints_still_load(
-      self, continuous, tmp_path):
+      self, continuous, tmp_path, monkeypatch):
     agent = continuous[0]
     every = agent._should_train
     last = every._last
@@ -286,6 +287,10 @@ class TestCheckpoint:
       every._last = None
       checkpoint.load(agent, path)
       assert every._last == 1234
+      # Saved on a stop inside a phase: that phase is done again.
+      monkeypatch.setattr(progress.Phase, 'unfinished', True)
+      assert int(checkpoint.schedule(agent).numpy()) == 1234 - every._every
+      monkeypatch.setattr(progress.Phase, 'unfinished', False)
       # Written before the schedule was saved: loads, schedule untouched.
       old = checkpoint.variables(agent)
       del old.schedule

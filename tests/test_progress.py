@@ -155,3 +155,13 @@ def test_uninstall_restores_the_signal_handlers():
     progress.uninstall()
   assert signal.getsignal(signal.SIGTERM) == before
   assert not progress.stop_requested()
+
+
+def test_a_phase_is_unfinished_until_its_last_update(monkeypatch):
+  monkeypatch.setattr(progress, 'poll', lambda: None)
+  phase = progress.Phase(2, step=100)
+  assert progress.Phase.unfinished
+  phase.update({'model': 1.0})
+  assert progress.Phase.unfinished  # A stop now would cut it short.
+  phase.update({'model': 1.0})
+  assert not progress.Phase.unfinished
