@@ -92,7 +92,6 @@ def define_config():
 class Dreamer(tools.Module):
 
   def __init__(self, config, datadir, actspace, writer, strategy=None):
-    super().__init__()
     self._c = config
     self._actspace = actspace
     self._actdim = actspace.n if hasattr(actspace, 'n') else actspace.shape[0]
@@ -115,7 +114,7 @@ class Dreamer(tools.Module):
 
   def __call__(self, obs, reset, state=None, training=True):
     step = self._step.numpy().item()
-    tf.summary.experimental.set_step(step)
+    tf.summary.experimental.set_step(self._step)  # Read as GIFs are written.
     if state is not None and reset.any():
       mask = tf.cast(1 - reset, self._float)[:, None]
       state = tf.nest.map_structure(lambda x: x * tf.cast(mask, x.dtype), state)
@@ -127,10 +126,7 @@ class Dreamer(tools.Module):
       with self._strategy.scope():
         for train_step in range(n):
           log_images = self._c.log_images and log and train_step == 0
-          data = next(self._dataset)
-          phase.update(self.train(data))
-          if log_images:
-            self._write_openl(data)
+          phase.update(self.train(next(self._dataset), log_images))
       if log:
         self._write_summaries()
     action, state = self.policy(obs, state, training)
@@ -161,11 +157,11 @@ class Dreamer(tools.Module):
     self._should_pretrain()
 
   @tf.function()
-  def train(self, data):
-    losses = self._strategy.run(self._train, args=(data,))
+  def train(self, data, log_images=False):
+    losses = self._strategy.run(self._train, args=(data, log_images))
     return self._strategy.reduce('MEAN', losses, axis=None)
 
-  def _train(self, data):
+  def _train(self, data, log_images):
     with tf.GradientTape() as model_tape:
       embed = self._encode(data)
       post, prior = self._dynamics.observe(embed, data['action'])
@@ -216,6 +212,8 @@ class Dreamer(tools.Module):
             data, feat, prior_dist, post_dist, likes, div,
             model_loss, value_loss, actor_loss, model_norm, value_norm,
             actor_norm)
+      if tf.equal(log_images, True):
+        self._image_summaries(data, embed, image_pred)
     return dict(model=model_loss, actor=actor_loss, value=value_loss)
 
   def _build_model(self):
@@ -320,29 +318,18 @@ class Dreamer(tools.Module):
     self._metrics['actor_loss'].update_state(actor_loss)
     self._metrics['action_ent'].update_state(self._actor(feat).entropy())
 
-  @tf.function()
-  def _image_summaries(self, data):
-    # Outside the train step, so that step is traced once, not once per
-    # value of a log_images flag.
-    embed = self._encode(data)
+  def _image_summaries(self, data, embed, image_pred):
     truth = data['image'][:6] + 0.5
-    recon = self._decode(self._dynamics.get_feat(
-        self._dynamics.observe(embed[:6], data['action'][:6])[0])).mode()
+    recon = image_pred.mode()[:6]
     init, _ = self._dynamics.observe(embed[:6, :5], data['action'][:6, :5])
     init = {k: v[:, -1] for k, v in init.items()}
     prior = self._dynamics.imagine(data['action'][:6, 5:], init)
     openl = self._decode(self._dynamics.get_feat(prior)).mode()
     model = tf.concat([recon[:, :5] + 0.5, openl + 0.5], 1)
     error = (model - truth + 1) / 2
-    return tf.concat([truth, model, error], 2)
-
-  def _write_openl(self, data):
-    if self._c.batch_length <= 5:
-      return  # No frames left to predict after the 5 context frames.
-    data = self._strategy.experimental_local_results(data)[0]
-    openl = self._image_summaries(data)
-    with self._writer.as_default():
-      tools.video_summary('agent/openl', openl.numpy(), self._step.numpy())
+    openl = tf.concat([truth, model, error], 2)
+    tools.graph_summary(
+        self._writer, tools.video_summary, 'agent/openl', openl)
 
   def _write_summaries(self):
     step = int(self._step.numpy())
@@ -485,15 +472,12 @@ def main(config):
   prefill = max(0, config.prefill - step)
   print(f'Prefill dataset with {prefill} steps.')
   random_agent = lambda o, d, _: ([actspace.sample() for _ in d], None)
-  random_agent = progress.Progress(
-      random_agent, 'prefill', step, config.prefill, config.action_repeat)
+  random_agent = progress.of_prefill(random_agent, step, config)
   tools.simulate(random_agent, train_envs, prefill / config.action_repeat)
   storage.ensure_one_episode(datadir, lambda: tools.simulate(
       random_agent, train_envs, episodes=1))
   writer.flush()
-  replay.check_disk(  # In flight: the 10 prefetched batches and one more.
-      datadir, config.steps, config.action_repeat,
-      11 * config.batch_size * config.batch_length)
+  replay.check_run_disk(datadir, config)
 
   # Train and regularly evaluate the agent.
   step = count_steps(datadir, config)
@@ -503,9 +487,7 @@ def main(config):
     print('Load checkpoint.')
     agent.load(config.logdir / 'checkpoints')
   progress.at_stop(lambda: agent.save(config.logdir / 'checkpoints'))
-  collect = progress.Progress(
-      agent, 'train', step, config.steps, config.action_repeat,
-      updates=lambda: progress.Phase.updates)
+  collect = progress.of_training(agent, step, config)
   state = None
   while step < config.steps:
     print('Start evaluation.')

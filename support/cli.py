@@ -113,6 +113,11 @@ def validate(config):
         f'--batch_length {c["batch_length"]} is longer than an episode can '
         f'be: --time_limit {c["time_limit"]} / --action_repeat '
         f'{c["action_repeat"]} = {episode} steps. Use at most {episode}.')
+  if c['log_images'] and c['batch_length'] < 6:  # 5 context frames, then 1+.
+    raise ConfigError(
+        f'--batch_length {c["batch_length"]} leaves no frame to predict in '
+        f'the open-loop GIF, which observes 5 frames: use --batch_length 6 '
+        f'or more, or --log_images False.')
   check_task(c['task'], c)
   check_writable(pathlib.Path(c['logdir']).expanduser())
 

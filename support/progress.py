@@ -127,6 +127,19 @@ class Phase:
     poll()
 
 
+def of_prefill(random_agent, step, config):
+  """The status lines of dreamer.py's random prefill."""
+  return Progress(
+      random_agent, 'prefill', step, config.prefill, config.action_repeat)
+
+
+def of_training(agent, step, config):
+  """The status lines of dreamer.py's collection, with the update count."""
+  return Progress(
+      agent, 'train', step, config.steps, config.action_repeat,
+      updates=lambda: Phase.updates)
+
+
 def check_finite(losses, step):
   for name, value in (item for l in losses for item in l.items()):
     if not math.isfinite(float(value)):

@@ -241,6 +241,13 @@ class DiskFull(Exception):
   pass
 
 
+def check_run_disk(datadir, config):
+  # In flight: the 10 prefetched batches and one more.
+  return check_disk(
+      datadir, config.steps, config.action_repeat,
+      11 * config.batch_size * config.batch_length)
+
+
 def check_disk(datadir, frames, action_repeat, in_flight):
   """Prints the replay's projected use at `frames`; DiskFull if it won't fit.
 

@@ -88,6 +88,7 @@ class TestCommandLine:
       (['--parallel', 'gpu'], 'choose one of: none, thread, process'),
       (['--batch_size', '0'], '--batch_size must be positive'),
       (['--batch_length', '600'], 'longer than an episode can be'),
+      (['--batch_length', '5'], 'no frame to predict in the open-loop GIF'),
       (['--task', 'dmc_walker_fly'], 'walker_walk'),
       (['--task', 'mujoco_cheetah'], 'Unknown suite "mujoco"'),
       (['--prefill', '-1'], '--prefill must be 0 or more'),

@@ -103,10 +103,16 @@ class TestTrainStep:
   def test_updates_every_variable(self, continuous):
     assert_train_step_updates_everything(continuous[0])
 
-  def test_traced_once(self, continuous):
+  def test_traced_once_per_value_of_log_images(self, continuous):
     # Variables are created before the first trace, and later steps run in
-    # the strategy's scope, so no step retraces.
-    assert continuous[0].train.experimental_get_tracing_count() == 1
+    # the strategy's scope, so a step retraces only for the other flag.
+    agent = continuous[0]
+    assert agent.train.experimental_get_tracing_count() == 1
+    tf.summary.experimental.set_step(agent._step)  # As __call__ does.
+    with agent._strategy.scope():
+      for log_images in (True, False, True):
+        agent.train(next(agent._dataset), log_images)
+    assert agent.train.experimental_get_tracing_count() == 2
 
   def test_discrete_actions_with_pcont(self, discrete):
     assert 'pcont_loss' in discrete[0]._metrics
@@ -439,7 +445,7 @@ def eager_step(agent, data, record=()):
     metric.reset_state()
   try:
     with agent._strategy.scope():
-      agent._strategy.run(agent._train, args=(data,))
+      agent._strategy.run(agent._train, args=(data, False))
     recorders = {name: getattr(agent, name) for name in record}
   finally:
     for name, module in originals.items():
@@ -679,8 +685,8 @@ class TestSchedule:
     """Acting steps of one env; returns (step, updates, logged) per call."""
     updates, logs = [], []
     train = agent.train
-    monkeypatch.setattr(agent, 'train', lambda data: (
-        updates.append(1), train(data))[1])
+    monkeypatch.setattr(agent, 'train', lambda *args: (
+        updates.append(1), train(*args))[1])
     monkeypatch.setattr(agent, '_write_summaries', lambda: logs.append(1))
     obs = {'image': np.zeros((1, 64, 64, 3), np.uint8), 'reward': np.zeros(1)}
     trace, state = [], None

@@ -106,6 +106,16 @@ class TestFirstRun:
         io.BytesIO(openl.encoded_image_string), extension='.gif', index=None)
     assert frames.shape[1:3] == (3 * 64, 4 * 64)
 
+  def test_each_openl_gif_at_its_own_logging_step(self, cartpole):
+    # The original wrote every GIF at the step of the first trace.
+    logdir, _, second = cartpole  # Both runs' lines.
+    steps = [event.step for path in sorted(logdir.glob('events.out.*'))
+             for event in tf.compat.v1.train.summary_iterator(str(path))
+             for value in event.summary.value
+             if value.tag == 'agent/openl/gif']
+    logged = [m['step'] for m in second['metrics'] if 'model_loss' in m]
+    assert len(steps) >= 2 and steps == logged, (steps, logged)
+
   def test_checkpoint_written(self, cartpole):
     _, first, _ = cartpole
     assert 'checkpoint' in first['checkpoints']
