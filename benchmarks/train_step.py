@@ -46,7 +46,8 @@ TAG = '@@BENCH '
 
 def worker(spec):
   """Builds one agent under one policy, then steps it on request."""
-  sys.path.insert(0, str(ROOT))
+  os.environ.update(spec.get('env', {}))  # Before TensorFlow reads them.
+  sys.path.insert(0, spec.get('root') or str(ROOT))
   import numpy as np
   import gymnasium
   import tensorflow as tf
@@ -109,7 +110,7 @@ class Worker:
     self.proc = subprocess.Popen(
         [sys.executable, '-u', __file__, '--worker', json.dumps(spec)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-        text=True, cwd=str(ROOT))
+        text=True, cwd=spec.get('root') or str(ROOT))
     self.messages = queue.Queue()
     self.dead = None  # Reason it stopped, if it did.
     threading.Thread(target=self._read, daemon=True).start()
@@ -192,14 +193,16 @@ def write_episodes(datadir, count, length, seed):
 
 def run_group(label, policies, config, args, tmp, steps, build_timeout,
               step_timeout, budget):
-  """Builds one worker per policy in turn, then steps them round robin."""
+  """Builds one worker per policy and variant, then steps them round robin."""
   workers, results = {}, {}
-  for policy in policies:
+  for policy, (variant, root, env) in [
+      (p, v) for p in policies for v in parse_variants(args.variants)]:
     spec = dict(
-        policy=policy, seed=args.seed, config=config,
+        policy=policy, seed=args.seed, config=config, root=root, env=env,
         deterministic=args.deterministic,
         datadir=str(tmp / 'episodes'), logdir=str(tmp / f'{label}-{policy}'))
-    log = tmp / f'{label}-{policy}.log'
+    policy = f'{policy} {variant}'.strip()  # The row's name from here on.
+    log = tmp / f'{label}-{policy.replace(" ", "-")}.log'
     print(f'[{label}] building {policy} ...', flush=True)
     w = Worker(policy, spec, log)
     res = results[policy] = dict(steps=[], log=str(log))
@@ -295,6 +298,18 @@ def summarize_stability(results):
   return out
 
 
+def parse_variants(items):
+  """[(name, code root or None, env)] from 'NAME[:root=DIR][,KEY=VALUE...]'."""
+  variants = []
+  for item in items:
+    name, _, rest = item.partition(':')
+    settings = dict(pair.split('=', 1) for pair in rest.split(',') if pair)
+    root = settings.pop('root', None)
+    variants.append((name, root and str(pathlib.Path(root).resolve()),
+                     settings))
+  return variants
+
+
 def parse_overrides(items):
   sys.path.insert(0, str(ROOT))
   import tools
@@ -348,6 +363,12 @@ def main():
                       'of a CPU preset)')
   parser.add_argument('--deterministic', action='store_true',
                       help="TensorFlow's op determinism, as --deterministic")
+  parser.add_argument(
+      '--variants', nargs='+', default=[''], metavar='NAME[:SETTINGS]',
+      help='run each policy once per variant, stepped in turn: SETTINGS are '
+      'comma-separated KEY=VALUE environment variables (e.g. '
+      'TF_NUM_INTEROP_THREADS=1) and root=DIR, a copy of the code such as '
+      'a git worktree of the commit before a change')
   parser.add_argument('--skip_speed', action='store_true')
   parser.add_argument('--episodes', type=int, default=5)
   parser.add_argument('--episode_length', type=int, default=501)
@@ -446,14 +467,15 @@ def main():
               f'{n} steps: {diff:.3f}')
 
   if speed:
-    ref = speed.get('float32')
+    ref = speed.get('float32') or next(iter(speed.values()))
     ref_mean = None
     if ref and ref['steps']:
       ref_mean = sum(s['time'] for s in ref['steps']) / len(ref['steps'])
     print(f'\nTrain step on CPU: batch {args.batch_size} x length '
           f'{args.batch_length}, {args.steps} timed steps per policy')
+    base = 'float32' if 'float32' in speed else next(iter(speed))
     header = (f'| policy | build + first step (s) | mean step (s) | '
-              f'min step (s) | mean step / float32 | stable |')
+              f'min step (s) | mean step / {base} | stable |')
     print(header)
     print('|---|---:|---:|---:|---:|---|')
     for policy, res in speed.items():
