@@ -149,7 +149,7 @@ def part_of(name, layers):
   return 'other (losses, distributions, data, casts)'
 
 
-def report(rows, steps, layers):
+def report(rows, steps, layers, top):
   total = sum(t for _, _, t in rows)
   by_part, by_type = collections.Counter(), collections.Counter()
   for name, kind, time_us in rows:
@@ -171,6 +171,12 @@ def report(rows, steps, layers):
   print('|---|---:|---:|')
   for kind, time_us in by_type.most_common(15):
     print(f'| {kind} | {time_us / steps / 1e6:.2f} | {time_us / total:.0%} |')
+  if top:
+    print('\n| op | type | network | s per update |')
+    print('|---|---|---|---:|')
+    for name, kind, time_us in sorted(rows, key=lambda r: -r[2])[:top]:
+      print(f'| {name} | {kind} | {part_of(name, layers)} | '
+            f'{time_us / steps / 1e6:.3f} |')
 
 
 def main():
@@ -181,6 +187,8 @@ def main():
   parser.add_argument('--batch_length', type=int, default=50)
   parser.add_argument('--steps', type=int, default=3,
                       help='timed updates, then as many profiled')
+  parser.add_argument('--top', type=int, default=10,
+                      help='also list the slowest single ops')
   parser.add_argument('--set', nargs='+', default=[], metavar='FLAG=VALUE',
                       help='more config overrides, e.g. cnn_depth=16')
   args = parser.parse_args()
@@ -212,7 +220,7 @@ def main():
   print(f'Best {dtype} matmul: {rate:.0f} GFLOP/s, so the limit is '
         f'{limit:.2f} s; best update / limit = {best / limit:.2f}, '
         f'mean / limit = {mean / limit:.2f}.')
-  report(rows, args.steps, layers)
+  report(rows, args.steps, layers, args.top)
 
 
 if __name__ == '__main__':
