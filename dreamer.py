@@ -212,7 +212,7 @@ class Dreamer(tools.Module):
             data, feat, prior_dist, post_dist, likes, div,
             model_loss, value_loss, actor_loss, model_norm, value_norm,
             actor_norm)
-      if tf.equal(log_images, True):
+      if log_images:  # A Python flag: the other trace holds no GIF branch.
         self._image_summaries(data, embed, image_pred)
     return dict(model=model_loss, actor=actor_loss, value=value_loss)
 

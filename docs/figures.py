@@ -278,6 +278,25 @@ def shared_claims(directory):
                                  for s, v in zip(steps, values)))
 
 
+def paper_status(rundir=ROOT / 'scores' / 'paper' / 'dmc_cartpole_balance' / '0'):
+  """Where the default command's run stands (issue 20; scores/paper)."""
+  if not (pathlib.Path(rundir) / 'metrics.jsonl').exists():
+    return
+  entries = load(rundir)
+  print(f'\n## Default command, {rundir.relative_to(ROOT)}')
+  last = max(e['step'] for e in entries)
+  phases = [e['step'] for e in entries if 'model_loss' in e]
+  print(f'last line at {k(last)} frames; {len(phases)} logged training '
+        f'phases, the last at {k(phases[-1]) if phases else "none"}')
+  steps, values = series(entries, 'test/return')
+  print('test returns: ' + ', '.join(
+      f'{k(s)} {v:.1f}' for s, v in zip(steps, values)))
+  steps, values = series(entries, 'train/return')
+  print('train returns: ' + ', '.join(
+      f'{k(s)} {v:.1f}' for s, v in zip(steps, values)))
+  print(f'hours of logged phases (frames / fps): {wall_time(entries, last):.2f}')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--shared', type=pathlib.Path, default=None,
@@ -291,6 +310,7 @@ def main(argv=None):
   world_model_claims()
   walker_claims()
   ts200_claims()
+  paper_status()
   if args.shared:
     shared_claims(args.shared)
 

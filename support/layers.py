@@ -7,8 +7,9 @@ from tf_keras import layers as tfkl
 class Conv2DTranspose(tfkl.Conv2DTranspose):
   """A transposed convolution that does a 1x1 input as the matmul it is.
 
-  With one input pixel and 'valid' padding, output pixel (i, j) is the input
-  times the kernel's slice (i, j), whatever the stride. The decoder's first
+  With one input pixel, 'valid' padding and strides no larger than the
+  kernel, output pixel (i, j) is the input times the kernel's slice (i, j).
+  (A larger stride pads the output with the bias.) The decoder's first
   layer has that shape; at the paper's sizes oneDNN computed its weight
   gradient at about a twentieth of its matmul speed under bfloat16
   (docs/benchmarks.md: profile of one update). Same variables, same values;
@@ -32,4 +33,5 @@ class Conv2DTranspose(tfkl.Conv2DTranspose):
     return (
         tuple(inputs.shape[1:3]) == (1, 1) and self.padding == 'valid' and
         self.data_format == 'channels_last' and self.output_padding is None
-        and tuple(self.dilation_rate) == (1, 1))
+        and tuple(self.dilation_rate) == (1, 1) and all(
+            s <= k for s, k in zip(self.strides, self.kernel_size)))

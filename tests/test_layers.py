@@ -63,15 +63,30 @@ def test_larger_input_is_the_convolution():
   assert 'Conv2DBackpropInput' in {op.type for op in graph.get_operations()}
 
 
+@pytest.mark.parametrize('kernel, strides', [(2, 3), ((2, 5), (3, 1))])
+def test_stride_above_kernel_is_the_convolution(kernel, strides):
+  # The output is then larger than the kernel, padded with the bias.
+  inputs = tf.random.stateless_normal((2, 1, 1, 4), (7, 8))
+  ours, theirs = pair(inputs, filters=3, kernel_size=kernel, strides=strides)
+  a, b = ours(inputs), theirs(inputs)
+  assert a.shape == b.shape
+  np.testing.assert_array_equal(a, b)
+
+
 def test_mixed_bfloat16_computes_in_bfloat16():
+  before = prec.global_policy()
   prec.set_global_policy('mixed_bfloat16')
   try:
     inputs = tf.random.stateless_normal((4, 1, 1, 16), (5, 6))
     ours, theirs = pair(inputs, filters=8, kernel_size=5, strides=2)
-    a, b = ours(inputs), theirs(inputs)
-    assert a.dtype == b.dtype == tf.bfloat16
+    assert ours(inputs).dtype == theirs(inputs).dtype == tf.bfloat16
     assert ours.kernel.dtype == tf.float32  # The variables stay float32.
-    np.testing.assert_allclose(
-        tf.cast(a, tf.float32), tf.cast(b, tf.float32), rtol=0.02, atol=0.02)
+    for a, b in zip(outputs_and_gradients(ours, inputs),
+                    outputs_and_gradients(theirs, inputs)):
+      assert a.dtype == b.dtype
+      # Relative to the largest entry: bfloat16 keeps 8 bits of mantissa.
+      scale = float(tf.reduce_max(tf.abs(tf.cast(b, tf.float32))))
+      np.testing.assert_allclose(
+          tf.cast(a, tf.float32), tf.cast(b, tf.float32), atol=0.02 * scale)
   finally:
-    prec.set_global_policy('float32')
+    prec.set_global_policy(before)

@@ -53,3 +53,11 @@ def test_convolutions_forward_and_backward(profile_update):
     return tape.gradient(out, [x] + conv.variables + deconv.variables)
   # Each gradient (input and weights) costs what its forward op costs.
   assert flops_of(profile_update, step, x) == 3 * forward
+
+
+def test_every_call_of_a_function_counts(profile_update):
+  # As the RSSM's obs_step, a tf.function called once per time step.
+  inner = tf.function(tf.matmul)
+  a, b = tf.zeros((8, 16)), tf.zeros((16, 4))
+  calls = lambda a, b: [inner(a, b) for _ in range(3)]
+  assert flops_of(profile_update, calls, a, b) == 3 * 2 * 8 * 16 * 4
