@@ -1,5 +1,6 @@
 """Running the programs as a user does: subprocesses from the repo root."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -43,3 +44,12 @@ def one_cpu():
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   return tf.distribute.MirroredStrategy(['/cpu:0'])
+
+
+def load_benchmark(name):
+  """benchmarks/<name>.py as a module (the folder is not a package)."""
+  spec = importlib.util.spec_from_file_location(
+      name, ROOT / 'benchmarks' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -5,7 +5,6 @@ on and what can be checked on a CPU: forcing the GPU's policy, the hint for a
 GPU that TensorFlow cannot use, and the check script at tiny sizes.
 """
 
-import importlib.util
 import json
 import shutil
 
@@ -15,18 +14,15 @@ import tensorflow as tf
 from tf_keras import mixed_precision as prec
 
 import dreamer
-from runs import ROOT, run
+import runs
+from runs import run
 from support import runtime
 
 HAS_GPU = bool(tf.config.list_physical_devices('GPU'))
 
 
 def load_gpu_check():
-  spec = importlib.util.spec_from_file_location(
-      'gpu_check', ROOT / 'benchmarks' / 'gpu_check.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return runs.load_benchmark('gpu_check')
 
 
 class TestForceFloat16:

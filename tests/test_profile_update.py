@@ -1,21 +1,15 @@
 """benchmarks/profile_update.py: the FLOP count behind the update's limit."""
 
-import importlib.util
-
 import pytest
 import tensorflow as tf
 from tf_keras import layers as tfkl
 
-from runs import ROOT
+import runs
 
 
 @pytest.fixture(scope='module')
 def profile_update():
-  spec = importlib.util.spec_from_file_location(
-      'profile_update', ROOT / 'benchmarks' / 'profile_update.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return runs.load_benchmark('profile_update')
 
 
 def flops_of(profile_update, fn, *inputs):
