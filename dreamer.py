@@ -91,7 +91,7 @@ def define_config():
 
 class Dreamer(tools.Module):
 
-  def __init__(self, config, datadir, actspace, writer, strategy=None):
+  def __init__(self, config, datadir, actspace, writer):
     self._c = config
     self._actspace = actspace
     self._actdim = actspace.n if hasattr(actspace, 'n') else actspace.shape[0]
@@ -106,7 +106,7 @@ class Dreamer(tools.Module):
     self._last_time = time.time()
     self._metrics = scalars.create(config)  # Up front, for the checkpoint.
     self._float = prec.global_policy().compute_dtype
-    self._strategy = strategy or tf.distribute.MirroredStrategy()
+    self._strategy = tf.distribute.MirroredStrategy()
     with self._strategy.scope():
       self._dataset = iter(self._strategy.experimental_distribute_dataset(
           load_dataset(datadir, self._c)))

@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from unittest import mock
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,19 @@ def one_cpu():
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   return tf.distribute.MirroredStrategy(['/cpu:0'])
+
+
+def build_agent(config, datadir, space, writer, strategy=None):
+  """dreamer.Dreamer, built on `strategy` (one_cpu() unless given).
+
+  The original's constructor makes its own MirroredStrategy(), which would
+  take both of conftest.py's logical CPUs; the tests hand it theirs instead.
+  """
+  import dreamer  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  strategy = strategy or one_cpu()
+  with mock.patch.object(tf.distribute, 'MirroredStrategy', lambda: strategy):
+    return dreamer.Dreamer(config, datadir, space, writer)
 
 
 def load_benchmark(name):

@@ -55,8 +55,7 @@ def make_agent(tmp_path, strategy=None, action_dim=2, **overrides):
   else:
     space = gym.spaces.Box(-1, 1, (action_dim,), np.float32)
   writer = tf.summary.create_file_writer(str(tmp_path))
-  agent = dreamer.Dreamer(
-      config, datadir, space, writer, strategy=strategy or runs.one_cpu())
+  agent = runs.build_agent(config, datadir, space, writer, strategy)
   return agent, config
 
 

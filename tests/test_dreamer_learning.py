@@ -133,8 +133,7 @@ def learned(tmp_path_factory):
   runtime.set_seed(config.seed)
   space = gym.spaces.Box(-1, 1, (2,), np.float32)
   writer = tf.summary.create_file_writer(str(tmp))
-  agent = dreamer.Dreamer(
-      config, tmp / 'episodes', space, writer, strategy=runs.one_cpu())
+  agent = runs.build_agent(config, tmp / 'episodes', space, writer)
   batch = next(agent._dataset)
   set_learning_rates(agent, model=config.model_lr)
   model = train(agent, MODEL_STEPS)

@@ -118,8 +118,7 @@ def build_agent(tmp_path, meta, policy=None):
       'discount': np.ones(length, np.float32)}])
   space = gym.spaces.Box(-1, 1, (meta['actdim'],), np.float32)
   writer = tf.summary.create_file_writer(str(tmp_path))
-  agent = dreamer.Dreamer(
-      config, datadir, space, writer, strategy=runs.one_cpu())
+  agent = runs.build_agent(config, datadir, space, writer)
   return agent, config
 
 
