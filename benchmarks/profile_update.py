@@ -78,26 +78,19 @@ def graph_flops(graph, cache=None):
 
 
 def build(args, tmp):
-  import gymnasium
   import numpy as np
   import tensorflow as tf
   import tf_keras
-  import train_step  # benchmarks/train_step.py: the synthetic episodes.
+  import train_step  # benchmarks/train_step.py: episodes and agent.
   tf_keras.mixed_precision.set_global_policy(args.policy)
   np.random.seed(0)
   tf.random.set_seed(0)
-  import dreamer
-  config = dreamer.define_config()
-  config.update(batch_size=args.batch_size, batch_length=args.batch_length)
-  config.update(train_step.parse_overrides(args.set))
-  config.logdir = pathlib.Path(tmp) / 'logdir'
-  config.logdir.mkdir(parents=True)
-  config.precision = 32 if args.policy == 'float32' else 16
+  overrides = dict(batch_size=args.batch_size, batch_length=args.batch_length)
+  overrides.update(train_step.parse_overrides(args.set))
   datadir = pathlib.Path(tmp) / 'episodes'
   train_step.write_episodes(datadir, 5, 501, 0)
-  actspace = gymnasium.spaces.Box(-1, 1, (6,), np.float32)
-  writer = tf.summary.create_file_writer(str(config.logdir))
-  return dreamer.Dreamer(config, datadir, actspace, writer)
+  return train_step.make_agent(
+      args.policy, overrides, datadir, pathlib.Path(tmp) / 'logdir')
 
 
 def step(agent):

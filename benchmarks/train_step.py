@@ -49,7 +49,6 @@ def worker(spec):
   os.environ.update(spec.get('env', {}))  # Before TensorFlow reads them.
   sys.path.insert(0, spec.get('root') or str(ROOT))
   import numpy as np
-  import gymnasium
   import tensorflow as tf
   import tf_keras
   tf_keras.mixed_precision.set_global_policy(spec['policy'])
@@ -57,21 +56,14 @@ def worker(spec):
     tf.config.experimental.enable_op_determinism()
   np.random.seed(spec['seed'])
   tf.random.set_seed(spec['seed'])
-  import dreamer
 
   def send(**msg):
     sys.stdout.write(TAG + json.dumps(msg) + '\n')
     sys.stdout.flush()
 
-  config = dreamer.define_config()
-  config.update(spec['config'])
-  config.logdir = pathlib.Path(spec['logdir'])
-  config.logdir.mkdir(parents=True, exist_ok=True)
-  config.precision = 32 if spec['policy'] == 'float32' else 16
-  actspace = gymnasium.spaces.Box(-1, 1, (6,), np.float32)
-  writer = tf.summary.create_file_writer(str(config.logdir))
   start = time.perf_counter()
-  agent = dreamer.Dreamer(config, spec['datadir'], actspace, writer)
+  agent = make_agent(
+      spec['policy'], spec['config'], spec['datadir'], spec['logdir'])
   build = time.perf_counter() - start
   send(kind='ready', build=build, rss=_rss_gb(),
        policy=tf_keras.mixed_precision.global_policy().name,
@@ -94,6 +86,22 @@ def worker(spec):
     send(kind='step', time=end - start, data_time=fetched - start,
          losses=losses, rss=_rss_gb(), loss_scale=scale,
          traces=agent.train.experimental_get_tracing_count())
+
+
+def make_agent(policy, overrides, datadir, logdir):
+  """Dreamer at define_config() plus `overrides`, with walker's actions."""
+  import gymnasium
+  import numpy as np
+  import tensorflow as tf
+  import dreamer
+  config = dreamer.define_config()
+  config.update(overrides)
+  config.logdir = pathlib.Path(logdir)
+  config.logdir.mkdir(parents=True, exist_ok=True)
+  config.precision = 32 if policy == 'float32' else 16
+  actspace = gymnasium.spaces.Box(-1, 1, (6,), np.float32)
+  writer = tf.summary.create_file_writer(str(config.logdir))
+  return dreamer.Dreamer(config, datadir, actspace, writer)
 
 
 def _rss_gb():
