@@ -108,7 +108,7 @@ class ConvEncoder(tools.Module):
     x = self.get('h1', tfkl.Conv2D, 1 * self._depth, 4, **kwargs)(x)
     x = self.get('h2', tfkl.Conv2D, 2 * self._depth, 4, **kwargs)(x)
     x = self.get('h3', tfkl.Conv2D, 4 * self._depth, 4, **kwargs)(x)
-    x = self.get('h4', tfkl.Conv2D, 8 * self._depth, 4, **kwargs)(x)
+    x = self.get('h4', fast.Conv2D, 8 * self._depth, 4, **kwargs)(x)
     shape = tf.concat([tf.shape(obs['image'])[:-3], [32 * self._depth]], 0)
     return tf.reshape(x, shape)
 
@@ -128,7 +128,7 @@ class ConvDecoder(tools.Module):
     x = self.get('h2', fast.Conv2DTranspose, 4 * self._depth, 5, **kwargs)(x)
     x = self.get('h3', tfkl.Conv2DTranspose, 2 * self._depth, 5, **kwargs)(x)
     x = self.get('h4', tfkl.Conv2DTranspose, 1 * self._depth, 6, **kwargs)(x)
-    x = self.get('h5', tfkl.Conv2DTranspose, self._shape[-1], 6, strides=2)(x)
+    x = self.get('h5', fast.Conv2DTranspose, self._shape[-1], 6, strides=2)(x)
     mean = tf.reshape(x, tf.concat([tf.shape(features)[:-1], self._shape], 0))
     # Likelihoods in float32: a sum over 64x64x3 pixels is too coarse in 16 bit.
     mean = tf.cast(mean, tf.float32)

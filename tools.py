@@ -417,8 +417,11 @@ def static_scan(fn, inputs, start, reverse=False):
   indices = range(len(tf.nest.flatten(inputs)[0]))
   if reverse:
     indices = reversed(indices)
+  # Unstacked once: the gradient of 50 slices x[index] is 50 full-size
+  # tensors summed; that of one unstack is one stack.
+  flat = [tf.unstack(x) for x in tf.nest.flatten(inputs)]
   for index in indices:
-    inp = tf.nest.map_structure(lambda x: x[index], inputs)
+    inp = tf.nest.pack_sequence_as(inputs, [x[index] for x in flat])
     last = fn(last, inp)
     [o.append(l) for o, l in zip(outputs, tf.nest.flatten(last))]
   if reverse:

@@ -3,6 +3,11 @@
 import tensorflow as tf
 from tf_keras import layers as tfkl
 
+# Where each faster form applies, from timings at the paper's sizes under
+# bfloat16 (docs/benchmarks.md: profile of one update).
+SUB_PIXEL_MAX_FILTERS = 4
+PATCH_MAX_GROWTH = 2
+
 
 class Conv2DTranspose(tfkl.Conv2DTranspose):
   """A transposed convolution that does a 1x1 input as the matmul it is.
@@ -17,6 +22,9 @@ class Conv2DTranspose(tfkl.Conv2DTranspose):
   """
 
   def call(self, inputs):
+    if self._is_sub_pixel(inputs):
+      return self._finish(_sub_pixel_transpose(
+          inputs, tf.convert_to_tensor(self.kernel), self.kernel_size[0]))
     if not self._is_matmul(inputs):
       return super().call(inputs)
     rows, cols = self.kernel_size
@@ -24,7 +32,9 @@ class Conv2DTranspose(tfkl.Conv2DTranspose):
     kernel = tf.transpose(self.kernel, [3, 0, 1, 2])
     kernel = tf.reshape(kernel, [-1, rows * cols * self.filters])
     x = tf.matmul(tf.reshape(inputs, [-1, inputs.shape[-1]]), kernel)
-    x = tf.reshape(x, [-1, rows, cols, self.filters])
+    return self._finish(tf.reshape(x, [-1, rows, cols, self.filters]))
+
+  def _finish(self, x):
     if self.use_bias:
       x = tf.nn.bias_add(x, self.bias)
     return self.activation(x) if self.activation is not None else x
@@ -35,3 +45,94 @@ class Conv2DTranspose(tfkl.Conv2DTranspose):
         self.data_format == 'channels_last' and self.output_padding is None
         and tuple(self.dilation_rate) == (1, 1) and all(
             s <= k for s, k in zip(self.strides, self.kernel_size)))
+
+  def _is_sub_pixel(self, inputs):
+    # Measured at the decoder's sizes under bfloat16: faster for its last
+    # layer (3 filters), slower or no faster for 32 filters and more.
+    rows, cols = self.kernel_size
+    return (
+        self.filters <= SUB_PIXEL_MAX_FILTERS and rows == cols and
+        rows % 2 == 0 and tuple(self.strides) == (2, 2) and
+        self.padding == 'valid' and self.data_format == 'channels_last' and
+        self.output_padding is None and tuple(self.dilation_rate) == (1, 1))
+
+
+class Conv2D(tfkl.Conv2D):
+  """A convolution whose weight gradient is a matmul when its output is small.
+
+  The weight gradient of a convolution is the matmul of the input's patches
+  with the output's gradient. When the patches are few (the encoder's last
+  layer: 2 x 2 outputs of 6 x 6 inputs), extracting them and multiplying was
+  twice as fast as oneDNN's Conv2DBackpropFilter under bfloat16. The forward
+  pass and the input's gradient are tf_keras's ops.
+  """
+
+  def convolution_op(self, inputs, kernel):
+    if not self._is_patch_matmul(inputs):
+      return super().convolution_op(inputs, kernel)
+    return _conv_with_patch_gradient(
+        inputs, tf.convert_to_tensor(kernel), tuple(self.strides))
+
+  def _is_patch_matmul(self, inputs):
+    rows, cols = self.kernel_size
+    out_rows = (inputs.shape[1] - rows) // self.strides[0] + 1
+    out_cols = (inputs.shape[2] - cols) // self.strides[1] + 1
+    patches = out_rows * out_cols * rows * cols
+    return (
+        self.padding == 'valid' and self.data_format == 'channels_last' and
+        tuple(self.dilation_rate) == (1, 1) and self.groups == 1 and
+        patches <= PATCH_MAX_GROWTH * inputs.shape[1] * inputs.shape[2])
+
+
+def _sub_pixel_transpose(x, kernel, size):
+  """Stride-2 transposed convolution as a stride-1 one and depth_to_space.
+
+  With kernel index 2a + r, output pixel 2q + r sums input q - a times
+  kernel (2a + r): a plain convolution over the padded input with the
+  kernel's 2 x 2 phases as 4 x filters channels, which depth_to_space puts
+  in place. Its gradients are tf's own ops for a transposed convolution.
+  """
+  half = size // 2
+  filters, channels = kernel.shape[2], kernel.shape[3]
+
+  @tf.custom_gradient
+  def transpose(x, kernel):
+    phases = tf.reshape(kernel, [half, 2, half, 2, filters, channels])
+    phases = tf.transpose(phases[::-1, :, ::-1], [0, 2, 5, 1, 3, 4])
+    phases = tf.reshape(phases, [half, half, channels, 4 * filters])
+    pad = [[0, 0], [half - 1, half - 1], [half - 1, half - 1], [0, 0]]
+    y = tf.nn.conv2d(tf.pad(x, pad), phases, 1, 'VALID')
+    y = tf.nn.depth_to_space(y, 2)
+
+    def grad(dy):
+      dx = tf.nn.conv2d(dy, kernel, 2, 'VALID')
+      dkernel = tf.compat.v1.nn.conv2d_backprop_filter(
+          dy, tf.shape(kernel), x, [1, 2, 2, 1], 'VALID')
+      return dx, dkernel
+
+    return y, grad
+
+  return transpose(x, kernel)
+
+
+def _conv_with_patch_gradient(x, kernel, strides):
+  rows, cols, channels, filters = kernel.shape
+
+  @tf.custom_gradient
+  def conv(x, kernel):
+    y = tf.nn.conv2d(x, kernel, strides, 'VALID')
+
+    def grad(dy):
+      dx = tf.compat.v1.nn.conv2d_backprop_input(
+          tf.shape(x), kernel, dy, (1,) + strides + (1,), 'VALID')
+      patches = tf.image.extract_patches(
+          x, [1, rows, cols, 1], (1,) + strides + (1,), [1, 1, 1, 1],
+          'VALID')
+      patches = tf.reshape(patches, [-1, rows * cols * channels])
+      dkernel = tf.matmul(
+          patches, tf.reshape(dy, [-1, filters]), transpose_a=True)
+      return dx, tf.reshape(dkernel, kernel.shape)
+
+    return y, grad
+
+  return conv(x, kernel)

@@ -9,10 +9,10 @@ from tf_keras import mixed_precision as prec
 from support import layers
 
 
-def pair(inputs, **kwargs):
-  """Ours and tf_keras's Conv2DTranspose with the same weights."""
-  ours = layers.Conv2DTranspose(**kwargs)
-  theirs = tfkl.Conv2DTranspose(**kwargs)
+def pair(inputs, kind='Conv2DTranspose', **kwargs):
+  """Ours and tf_keras's layer of that kind with the same weights."""
+  ours = getattr(layers, kind)(**kwargs)
+  theirs = getattr(tfkl, kind)(**kwargs)
   ours.build(inputs.shape)
   theirs.build(inputs.shape)
   rng = np.random.RandomState(0)
@@ -73,12 +73,74 @@ def test_stride_above_kernel_is_the_convolution(kernel, strides):
   np.testing.assert_array_equal(a, b)
 
 
-def test_mixed_bfloat16_computes_in_bfloat16():
+def op_types(layer, inputs):
+  """The op types of the layer's forward and backward pass."""
+  graph = tf.function(
+      lambda x: outputs_and_gradients(layer, x)).get_concrete_function(
+          inputs).graph
+  return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize('size, kernel, filters, activation', [
+    (30, 6, 3, None), (5, 4, 2, 'relu'), (3, 2, 4, 'elu')])
+def test_sub_pixel_matches_tf_keras(size, kernel, filters, activation):
+  inputs = tf.random.stateless_normal((3, size, size, 8), (9, 1))
+  ours, theirs = pair(
+      inputs, filters=filters, kernel_size=kernel, strides=2,
+      activation=activation)
+  assert 'DepthToSpace' in op_types(ours, inputs)
+  for a, b in zip(outputs_and_gradients(ours, inputs),
+                  outputs_and_gradients(theirs, inputs)):
+    assert a.shape == b.shape
+    scale = float(tf.reduce_max(tf.abs(b)))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize('filters, kernel, strides', [
+    (32, 6, 2), (3, 5, 2), (3, 6, 3), (3, (6, 4), 2)])
+def test_sub_pixel_only_where_it_applies(filters, kernel, strides):
+  inputs = tf.random.stateless_normal((2, 7, 7, 4), (9, 2))
+  ours, theirs = pair(
+      inputs, filters=filters, kernel_size=kernel, strides=strides)
+  assert 'DepthToSpace' not in op_types(ours, inputs)
+  np.testing.assert_array_equal(ours(inputs), theirs(inputs))
+
+
+@pytest.mark.parametrize('size, kernel, strides, channels', [
+    (6, 4, 2, 16), (3, 2, 1, 8), (7, 4, 3, 4)])
+def test_patch_gradient_matches_tf_keras(size, kernel, strides, channels):
+  inputs = tf.random.stateless_normal((3, size, size, channels), (9, 3))
+  ours, theirs = pair(
+      inputs, 'Conv2D', filters=5, kernel_size=kernel, strides=strides,
+      activation='relu')
+  assert 'ExtractImagePatches' in op_types(ours, inputs)
+  for a, b in zip(outputs_and_gradients(ours, inputs),
+                  outputs_and_gradients(theirs, inputs)):
+    assert a.shape == b.shape
+    scale = float(tf.reduce_max(tf.abs(b)))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize('size, padding', [(14, 'valid'), (6, 'same')])
+def test_patch_gradient_only_for_few_patches(size, padding):
+  # 14 x 14 inputs give 36 patches of 16 pixels, 2.9 times the input.
+  inputs = tf.random.stateless_normal((2, size, size, 4), (9, 4))
+  ours, theirs = pair(
+      inputs, 'Conv2D', filters=5, kernel_size=4, strides=2, padding=padding)
+  assert 'ExtractImagePatches' not in op_types(ours, inputs)
+  np.testing.assert_array_equal(ours(inputs), theirs(inputs))
+
+
+@pytest.mark.parametrize('kind, shape, kwargs', [
+    ('Conv2DTranspose', (4, 1, 1, 16), dict(filters=8, kernel_size=5)),
+    ('Conv2DTranspose', (4, 9, 9, 16), dict(filters=3, kernel_size=6)),
+    ('Conv2D', (4, 6, 6, 16), dict(filters=8, kernel_size=4))])
+def test_mixed_bfloat16_computes_in_bfloat16(kind, shape, kwargs):
   before = prec.global_policy()
   prec.set_global_policy('mixed_bfloat16')
   try:
-    inputs = tf.random.stateless_normal((4, 1, 1, 16), (5, 6))
-    ours, theirs = pair(inputs, filters=8, kernel_size=5, strides=2)
+    inputs = tf.random.stateless_normal(shape, (5, 6))
+    ours, theirs = pair(inputs, kind, strides=2, **kwargs)
     assert ours(inputs).dtype == theirs(inputs).dtype == tf.bfloat16
     assert ours.kernel.dtype == tf.float32  # The variables stay float32.
     for a, b in zip(outputs_and_gradients(ours, inputs),

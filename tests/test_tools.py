@@ -113,6 +113,26 @@ class TestStaticScan:
     # Suffix sums, stored at the index they belong to.
     np.testing.assert_allclose(out.numpy(), [6, 5, 3])
 
+  def test_gradient_stacks_instead_of_summing_slices(self):
+    # The gradient of T slices x[t] would be T tensors the size of x, summed.
+    @tf.function
+    def grad(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = tools.static_scan(lambda agg, x: agg * 0.5 + x, x, tf.zeros(3))
+        loss = tf.reduce_sum(out * tf.range(1.0, 5.0)[:, None])
+      return tape.gradient(loss, x)
+
+    graph = grad.get_concrete_function(tf.TensorSpec((4, 3))).graph
+    types = {op.type for op in graph.get_operations()}
+    assert 'StridedSliceGrad' not in types, types
+    # Output t sums 0.5 ** (t - s) x_s; weighted by t + 1 and summed.
+    expected = [sum((t + 1) * 0.5 ** (t - s) for t in range(s, 4))
+                for s in range(4)]
+    np.testing.assert_allclose(
+        grad(tf.ones((4, 3))).numpy(), np.tile(expected, (3, 1)).T,
+        rtol=1e-6)
+
 
 class TestTanhBijector:
 
