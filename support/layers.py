@@ -103,11 +103,13 @@ def _sub_pixel_transpose(x, kernel, size):
     pad = [[0, 0], [half - 1, half - 1], [half - 1, half - 1], [0, 0]]
     y = tf.nn.conv2d(tf.pad(x, pad), phases, 1, 'VALID')
     y = tf.nn.depth_to_space(y, 2)
+    scope = _gradient_scope()
 
     def grad(dy):
-      dx = tf.nn.conv2d(dy, kernel, 2, 'VALID')
-      dkernel = tf.compat.v1.nn.conv2d_backprop_filter(
-          dy, tf.shape(kernel), x, [1, 2, 2, 1], 'VALID')
+      with tf.name_scope(scope):
+        dx = tf.nn.conv2d(dy, kernel, 2, 'VALID')
+        dkernel = tf.compat.v1.nn.conv2d_backprop_filter(
+            dy, tf.shape(kernel), x, [1, 2, 2, 1], 'VALID')
       return dx, dkernel
 
     return y, grad
@@ -121,18 +123,26 @@ def _conv_with_patch_gradient(x, kernel, strides):
   @tf.custom_gradient
   def conv(x, kernel):
     y = tf.nn.conv2d(x, kernel, strides, 'VALID')
+    scope = _gradient_scope()
 
     def grad(dy):
-      dx = tf.compat.v1.nn.conv2d_backprop_input(
-          tf.shape(x), kernel, dy, (1,) + strides + (1,), 'VALID')
-      patches = tf.image.extract_patches(
-          x, [1, rows, cols, 1], (1,) + strides + (1,), [1, 1, 1, 1],
-          'VALID')
-      patches = tf.reshape(patches, [-1, rows * cols * channels])
-      dkernel = tf.matmul(
-          patches, tf.reshape(dy, [-1, filters]), transpose_a=True)
+      with tf.name_scope(scope):
+        dx = tf.compat.v1.nn.conv2d_backprop_input(
+            tf.shape(x), kernel, dy, (1,) + strides + (1,), 'VALID')
+        patches = tf.image.extract_patches(
+            x, [1, rows, cols, 1], (1,) + strides + (1,), [1, 1, 1, 1],
+            'VALID')
+        patches = tf.reshape(patches, [-1, rows * cols * channels])
+        dkernel = tf.matmul(
+            patches, tf.reshape(dy, [-1, filters]), transpose_a=True)
       return dx, tf.reshape(dkernel, kernel.shape)
 
     return y, grad
 
   return conv(x, kernel)
+
+
+def _gradient_scope():
+  # A custom gradient's ops are otherwise named at the top of the graph;
+  # under "gradients/<layer>/" a profile finds the layer they belong to.
+  return 'gradients/' + tf.get_current_name_scope() + '/'

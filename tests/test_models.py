@@ -1,3 +1,5 @@
+import collections
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -113,6 +115,30 @@ class TestHeads:
     x = mean + 1.0
     expected = -0.5 * 64 * 64 * 3 * (1 + np.log(2 * np.pi))
     np.testing.assert_allclose(dist.log_prob(x).numpy(), expected, rtol=1e-5)
+
+  def test_conv_layers_take_their_faster_forms(self):
+    # support/layers.py: the decoder's first layer as a matmul, its last as
+    # a sub-pixel convolution, the encoder's last weight gradient from
+    # patches. Same numbers (test_layers.py); only the ops differ.
+    encoder, decoder = models.ConvEncoder(4), models.ConvDecoder(4)
+
+    def op_types(fn, *shapes):
+      graph = tf.function(fn).get_concrete_function(
+          *[tf.TensorSpec(s) for s in shapes]).graph
+      return collections.Counter(op.type for op in graph.get_operations())
+
+    def encoder_grads(image):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(encoder({'image': image}))
+      return tape.gradient(loss, encoder.variables)
+
+    encoder_grads(tf.zeros((2, 64, 64, 3)))
+    types = op_types(encoder_grads, (2, 64, 64, 3))
+    assert types['ExtractImagePatches'] == 1, types
+    types = op_types(lambda feat: decoder(feat).mean(), (2, 10))
+    assert types['DepthToSpace'] == 1, types
+    # Only h3 and h4 are tf_keras's transposed convolutions.
+    assert types['Conv2DBackpropInput'] == 2, types
 
   def test_dense_decoder_binary(self):
     head = models.DenseDecoder((), 3, 16, 'binary')
