@@ -3,29 +3,38 @@
 import tensorflow as tf
 from tf_keras import layers as tfkl
 
-# Where each faster form applies, from timings at the paper's sizes under
-# bfloat16 (docs/benchmarks.md: profile of one update).
+# Where each faster form applies: shapes like those it was timed faster for
+# at the paper's sizes on a CPU (benchmarks/layers.py, in
+# docs/benchmarks.md). Only the 1x1 matmul is also used on a GPU; the other
+# two were not measured there.
 SUB_PIXEL_MAX_FILTERS = 4
 PATCH_MAX_GROWTH = 2
 
 
-class Conv2DTranspose(tfkl.Conv2DTranspose):
-  """A transposed convolution that does a 1x1 input as the matmul it is.
+def on_cpu_only():
+  return not tf.config.list_logical_devices('GPU')
 
-  With one input pixel, 'valid' padding and strides no larger than the
-  kernel, output pixel (i, j) is the input times the kernel's slice (i, j).
-  (A larger stride pads the output with the bias.) The decoder's first
-  layer has that shape; at the paper's sizes oneDNN computed its weight
+
+class Conv2DTranspose(tfkl.Conv2DTranspose):
+  """A transposed convolution in forms that oneDNN runs faster.
+
+  With few filters (the decoder's last layer: 3), a stride-2 layer with an
+  even kernel is a sub-pixel convolution (`_sub_pixel_transpose`).
+
+  A 1x1 input is the matmul it is: with 'valid' padding and strides no
+  larger than the kernel (a larger one pads the output with the bias),
+  output pixel (i, j) is the input times the kernel's slice (i, j). The
+  decoder's first layer has that shape; at the paper's sizes oneDNN computed its weight
   gradient at about a twentieth of its matmul speed under bfloat16
   (docs/benchmarks.md: profile of one update). Same variables, same values;
   only the order of the float additions can differ.
   """
 
   def call(self, inputs):
-    if self._is_sub_pixel(inputs):
+    if self.uses_sub_pixel(inputs):
       return self._finish(_sub_pixel_transpose(
           inputs, tf.convert_to_tensor(self.kernel), self.kernel_size[0]))
-    if not self._is_matmul(inputs):
+    if not self.uses_matmul(inputs):
       return super().call(inputs)
     rows, cols = self.kernel_size
     # Kernel (rows, cols, filters, channels) -> (channels, rows*cols*filters).
@@ -39,22 +48,23 @@ class Conv2DTranspose(tfkl.Conv2DTranspose):
       x = tf.nn.bias_add(x, self.bias)
     return self.activation(x) if self.activation is not None else x
 
-  def _is_matmul(self, inputs):
+  def uses_matmul(self, inputs):
     return (
         tuple(inputs.shape[1:3]) == (1, 1) and self.padding == 'valid' and
         self.data_format == 'channels_last' and self.output_padding is None
         and tuple(self.dilation_rate) == (1, 1) and all(
             s <= k for s, k in zip(self.strides, self.kernel_size)))
 
-  def _is_sub_pixel(self, inputs):
-    # Measured at the decoder's sizes under bfloat16: faster for its last
-    # layer (3 filters), slower or no faster for 32 filters and more.
+  def uses_sub_pixel(self, inputs):
+    # Measured at the decoder's sizes: faster for its last layer (3
+    # filters), no faster for 32 filters.
     rows, cols = self.kernel_size
     return (
+        not self.uses_matmul(inputs) and on_cpu_only() and
         self.filters <= SUB_PIXEL_MAX_FILTERS and rows == cols and
         rows % 2 == 0 and tuple(self.strides) == (2, 2) and
         self.padding == 'valid' and self.data_format == 'channels_last' and
-        self.output_padding is None and tuple(self.dilation_rate) == (1, 1))
+        self.output_padding is None)  # Keras refuses dilation with stride 2.
 
 
 class Conv2D(tfkl.Conv2D):
@@ -68,12 +78,14 @@ class Conv2D(tfkl.Conv2D):
   """
 
   def convolution_op(self, inputs, kernel):
-    if not self._is_patch_matmul(inputs):
+    if not self.uses_patch_matmul(inputs):
       return super().convolution_op(inputs, kernel)
     return _conv_with_patch_gradient(
         inputs, tf.convert_to_tensor(kernel), tuple(self.strides))
 
-  def _is_patch_matmul(self, inputs):
+  def uses_patch_matmul(self, inputs):
+    if inputs.shape.rank != 4 or None in inputs.shape[1:3]:
+      return False  # More batch dimensions, or sizes known only later.
     rows, cols = self.kernel_size
     out_rows = (inputs.shape[1] - rows) // self.strides[0] + 1
     out_cols = (inputs.shape[2] - cols) // self.strides[1] + 1
@@ -81,16 +93,16 @@ class Conv2D(tfkl.Conv2D):
     return (
         self.padding == 'valid' and self.data_format == 'channels_last' and
         tuple(self.dilation_rate) == (1, 1) and self.groups == 1 and
-        patches <= PATCH_MAX_GROWTH * inputs.shape[1] * inputs.shape[2])
+        on_cpu_only() and patches <= PATCH_MAX_GROWTH * inputs.shape[1] * inputs.shape[2])
 
 
 def _sub_pixel_transpose(x, kernel, size):
   """Stride-2 transposed convolution as a stride-1 one and depth_to_space.
 
   With kernel index 2a + r, output pixel 2q + r sums input q - a times
-  kernel (2a + r): a plain convolution over the padded input with the
-  kernel's 2 x 2 phases as 4 x filters channels, which depth_to_space puts
-  in place. Its gradients are tf's own ops for a transposed convolution.
+  kernel (2a + r): a plain convolution over the padded input whose kernel
+  holds the 4 phases r = (r_y, r_x), each of (size / 2)^2 taps, as 4 x
+  filters channels, which depth_to_space puts in place. Its gradients are tf's own ops for a transposed convolution.
   """
   half = size // 2
   filters, channels = kernel.shape[2], kernel.shape[3]
@@ -108,8 +120,9 @@ def _sub_pixel_transpose(x, kernel, size):
     def grad(dy):
       with tf.name_scope(scope):
         dx = tf.nn.conv2d(dy, kernel, 2, 'VALID')
-        dkernel = tf.compat.v1.nn.conv2d_backprop_filter(
-            dy, tf.shape(kernel), x, [1, 2, 2, 1], 'VALID')
+        dkernel = tf.raw_ops.Conv2DBackpropFilter(
+            input=dy, filter_sizes=tf.shape(kernel), out_backprop=x,
+            strides=[1, 2, 2, 1], padding='VALID')
       return dx, dkernel
 
     return y, grad
@@ -118,6 +131,13 @@ def _sub_pixel_transpose(x, kernel, size):
 
 
 def _conv_with_patch_gradient(x, kernel, strides):
+  """A 'valid' convolution whose weight gradient is a matmul of patches.
+
+  The kernel's gradient is the sum over output pixels of the input patch
+  under the kernel times the output's gradient there: patches (pixels x
+  rows*cols*channels) transposed times the gradient (pixels x filters).
+  The input's gradient is tf's own op.
+  """
   rows, cols, channels, filters = kernel.shape
 
   @tf.custom_gradient
@@ -127,8 +147,9 @@ def _conv_with_patch_gradient(x, kernel, strides):
 
     def grad(dy):
       with tf.name_scope(scope):
-        dx = tf.compat.v1.nn.conv2d_backprop_input(
-            tf.shape(x), kernel, dy, (1,) + strides + (1,), 'VALID')
+        dx = tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+            strides=(1,) + strides + (1,), padding='VALID')
         patches = tf.image.extract_patches(
             x, [1, rows, cols, 1], (1,) + strides + (1,), [1, 1, 1, 1],
             'VALID')

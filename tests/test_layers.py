@@ -82,9 +82,11 @@ def op_types(layer, inputs):
 
 
 @pytest.mark.parametrize('size, kernel, filters, activation', [
-    (30, 6, 3, None), (5, 4, 2, 'relu'), (3, 2, 4, 'elu')])
+    (30, 6, 3, None), (5, 4, 2, 'relu'), (3, 2, 4, 'elu'), ((5, 7), 4, 3, None),
+    ((1, 4), 6, 1, None)])
 def test_sub_pixel_matches_tf_keras(size, kernel, filters, activation):
-  inputs = tf.random.stateless_normal((3, size, size, 8), (9, 1))
+  rows, cols = size if isinstance(size, tuple) else (size, size)
+  inputs = tf.random.stateless_normal((3, rows, cols, 8), (9, 1))
   ours, theirs = pair(
       inputs, filters=filters, kernel_size=kernel, strides=2,
       activation=activation)
@@ -96,20 +98,49 @@ def test_sub_pixel_matches_tf_keras(size, kernel, filters, activation):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize('filters, kernel, strides', [
-    (32, 6, 2), (3, 5, 2), (3, 6, 3), (3, (6, 4), 2)])
-def test_sub_pixel_only_where_it_applies(filters, kernel, strides):
+def test_sub_pixel_with_sizes_known_only_when_run():
+  inputs = tf.random.stateless_normal((2, 9, 9, 4), (9, 5))
+  ours, theirs = pair(inputs, filters=3, kernel_size=6, strides=2)
+  spec = tf.TensorSpec((None, None, None, 4))
+  np.testing.assert_allclose(
+      tf.function(ours, input_signature=[spec])(inputs),
+      theirs(inputs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('filters, kernel, kwargs', [
+    (32, 6, dict(strides=2)), (3, 5, dict(strides=2)),
+    (3, 6, dict(strides=3)), (3, (6, 4), dict(strides=2)),
+    (3, 6, dict(strides=2, padding='same')),
+    (3, 6, dict(strides=2, output_padding=1))])
+def test_sub_pixel_only_where_it_applies(filters, kernel, kwargs):
   inputs = tf.random.stateless_normal((2, 7, 7, 4), (9, 2))
-  ours, theirs = pair(
-      inputs, filters=filters, kernel_size=kernel, strides=strides)
+  ours, theirs = pair(inputs, filters=filters, kernel_size=kernel, **kwargs)
   assert 'DepthToSpace' not in op_types(ours, inputs)
   np.testing.assert_array_equal(ours(inputs), theirs(inputs))
 
 
+def test_one_pixel_input_takes_the_matmul_before_the_sub_pixel_form():
+  inputs = tf.random.stateless_normal((2, 1, 1, 4), (9, 6))
+  ours, _ = pair(inputs, filters=3, kernel_size=6, strides=2)
+  types = op_types(ours, inputs)
+  assert 'MatMul' in types and 'DepthToSpace' not in types, types
+
+
+def test_forms_measured_on_a_cpu_stay_off_a_gpu(monkeypatch):
+  monkeypatch.setattr(layers, 'on_cpu_only', lambda: False)
+  inputs = tf.random.stateless_normal((2, 6, 6, 4), (9, 7))
+  ours, _ = pair(inputs, filters=3, kernel_size=6, strides=2)
+  assert 'DepthToSpace' not in op_types(ours, inputs)
+  ours, _ = pair(inputs, 'Conv2D', filters=3, kernel_size=4, strides=2)
+  assert 'ExtractImagePatches' not in op_types(ours, inputs)
+
+
 @pytest.mark.parametrize('size, kernel, strides, channels', [
-    (6, 4, 2, 16), (3, 2, 1, 8), (7, 4, 3, 4)])
+    (6, 4, 2, 16), (3, 2, 1, 8), (7, 4, 3, 4), ((6, 9), (4, 3), (2, 3), 5),
+    ((6, 12), 4, (2, 4), 2)])  # 2 x 3 patches: 1.3 times the input.
 def test_patch_gradient_matches_tf_keras(size, kernel, strides, channels):
-  inputs = tf.random.stateless_normal((3, size, size, channels), (9, 3))
+  rows, cols = size if isinstance(size, tuple) else (size, size)
+  inputs = tf.random.stateless_normal((3, rows, cols, channels), (9, 3))
   ours, theirs = pair(
       inputs, 'Conv2D', filters=5, kernel_size=kernel, strides=strides,
       activation='relu')
@@ -121,14 +152,28 @@ def test_patch_gradient_matches_tf_keras(size, kernel, strides, channels):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize('size, padding', [(14, 'valid'), (6, 'same')])
-def test_patch_gradient_only_for_few_patches(size, padding):
-  # 14 x 14 inputs give 36 patches of 16 pixels, 2.9 times the input.
-  inputs = tf.random.stateless_normal((2, size, size, 4), (9, 4))
-  ours, theirs = pair(
-      inputs, 'Conv2D', filters=5, kernel_size=4, strides=2, padding=padding)
+@pytest.mark.parametrize('shape, kwargs', [
+    # 14 x 14 inputs give 36 patches of 16 pixels, 2.9 times the input.
+    ((2, 14, 14, 4), dict(kernel_size=4, strides=2)),
+    ((2, 6, 6, 4), dict(kernel_size=4, strides=2, padding='same')),
+    ((2, 3, 3, 4), dict(kernel_size=2, dilation_rate=2)),
+    ((2, 3, 6, 6, 4), dict(kernel_size=4, strides=2)),  # 2 batch dims.
+    ((2, 6, 6, 4), dict(kernel_size=4, strides=2, groups=2))])
+def test_patch_gradient_only_for_few_patches(shape, kwargs):
+  inputs = tf.random.stateless_normal(shape, (9, 4))
+  ours, theirs = pair(inputs, 'Conv2D', filters=4, **kwargs)
   assert 'ExtractImagePatches' not in op_types(ours, inputs)
-  np.testing.assert_array_equal(ours(inputs), theirs(inputs))
+  for a, b in zip(outputs_and_gradients(ours, inputs),
+                  outputs_and_gradients(theirs, inputs)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_patch_gradient_with_sizes_known_only_when_run():
+  inputs = tf.random.stateless_normal((2, 6, 6, 4), (9, 8))
+  ours, theirs = pair(inputs, 'Conv2D', filters=3, kernel_size=4, strides=2)
+  spec = tf.TensorSpec((None, None, None, 4))
+  np.testing.assert_array_equal(
+      tf.function(ours, input_signature=[spec])(inputs), theirs(inputs))
 
 
 @pytest.mark.parametrize('kind, shape, kwargs', [
