@@ -234,7 +234,7 @@ class TestPlotting:
     last = [m for m in read_metrics(logdir) if 'test/return' in m][-1]
     task, frames, ret, _, _, runs = rows[0]
     assert int(frames) == last['step'] and runs == '1'
-    assert abs(float(ret) - last['test/return']) <= 0.05
+    assert abs(float(ret) - last['test/return']) <= 0.05 + 1e-9  # Rounding.
 
 
 @pytest.fixture(scope='module')
