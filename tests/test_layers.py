@@ -73,6 +73,14 @@ def test_stride_above_kernel_is_the_convolution(kernel, strides):
   np.testing.assert_array_equal(a, b)
 
 
+def assert_same_outputs_and_gradients(ours, theirs, inputs):
+  for a, b in zip(outputs_and_gradients(ours, inputs),
+                  outputs_and_gradients(theirs, inputs)):
+    assert a.shape == b.shape
+    scale = float(tf.reduce_max(tf.abs(b)))  # Sum order: relative to it.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
 def op_types(layer, inputs):
   """The op types of the layer's forward and backward pass."""
   graph = tf.function(
@@ -91,11 +99,7 @@ def test_sub_pixel_matches_tf_keras(size, kernel, filters, activation):
       inputs, filters=filters, kernel_size=kernel, strides=2,
       activation=activation)
   assert 'DepthToSpace' in op_types(ours, inputs)
-  for a, b in zip(outputs_and_gradients(ours, inputs),
-                  outputs_and_gradients(theirs, inputs)):
-    assert a.shape == b.shape
-    scale = float(tf.reduce_max(tf.abs(b)))
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+  assert_same_outputs_and_gradients(ours, theirs, inputs)
 
 
 def test_sub_pixel_with_sizes_known_only_when_run():
@@ -145,11 +149,7 @@ def test_patch_gradient_matches_tf_keras(size, kernel, strides, channels):
       inputs, 'Conv2D', filters=5, kernel_size=kernel, strides=strides,
       activation='relu')
   assert 'ExtractImagePatches' in op_types(ours, inputs)
-  for a, b in zip(outputs_and_gradients(ours, inputs),
-                  outputs_and_gradients(theirs, inputs)):
-    assert a.shape == b.shape
-    scale = float(tf.reduce_max(tf.abs(b)))
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+  assert_same_outputs_and_gradients(ours, theirs, inputs)
 
 
 @pytest.mark.parametrize('shape, kwargs', [
