@@ -5,6 +5,7 @@ rendering, real training), shared by the assertions of a class through
 module-scoped fixtures, so the module takes about three minutes on 2 cores.
 """
 
+import concurrent.futures
 import io
 import os
 import pathlib
@@ -241,17 +242,21 @@ class TestPlotting:
 def twins(tmp_path_factory):
   """The same short command with --deterministic twice, in two logdirs."""
   root = tmp_path_factory.mktemp('twins')
-  results = []
-  for name in ('a', 'b'):
-    logdir = root / name
-    code, output = run(
+
+  def run_in(logdir):
+    return run(
         '--preset', 'tiny', '--task', 'dmc_cartpole_balance', '--seed', '3',
         '--deterministic', 'True', '--steps', '1500', '--prefill', '500',
         '--eval_every', '500', '--log_every', '500', '--train_every', '500',
         '--logdir', str(logdir))
-    assert code == 0, output[-3000:]
-    results.append(logdir)
-  return results
+
+  # At once: each run's start-up is mostly one thread. Sharing the cores
+  # must not change anything that --deterministic fixes.
+  logdirs = [root / 'a', root / 'b']
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    for code, output in pool.map(run_in, logdirs):
+      assert code == 0, output[-3000:]
+  return logdirs
 
 
 def episode_contents(logdir):

@@ -1,5 +1,6 @@
 """evaluate.py on the shared tiny run: returns, video, and a run left as is."""
 
+import concurrent.futures
 import hashlib
 import json
 import shutil
@@ -25,15 +26,24 @@ def fingerprint(logdir):
 
 @pytest.fixture(scope='module')
 def evaluated(cartpole_run, tmp_path_factory):
-  logdir = tmp_path_factory.mktemp('eval') / 'run'
-  shutil.copytree(cartpole_run[0], logdir)
+  root = tmp_path_factory.mktemp('eval')
+  logdir, copy = root / 'run', root / 'copy'
+  for path in (logdir, copy):
+    shutil.copytree(cartpole_run[0], path)
   before = fingerprint(logdir)
-  first = run('--logdir', logdir, '--episodes', '2', '--seed', '4',
-              script='evaluate.py')
-  gif = logdir / 'watch.gif'
-  second = run('--logdir', logdir, '--episodes', '2', '--seed', '4',
-               '--video', gif, script='evaluate.py')
-  return dict(logdir=logdir, before=before, after=fingerprint(logdir),
+  gif = root / 'watch.gif'
+  # The two at once, each on its own copy of the run: an evaluation is
+  # mostly one thread.
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    first = pool.submit(
+        run, '--logdir', logdir, '--episodes', '2', '--seed', '4',
+        script='evaluate.py')
+    second = pool.submit(
+        run, '--logdir', copy, '--episodes', '2', '--seed', '4',
+        '--video', gif, script='evaluate.py')
+    first, second = first.result(), second.result()
+  return dict(logdir=logdir, before=before,
+              after=[fingerprint(logdir), fingerprint(copy)],
               first=first, second=second, gif=gif)
 
 
@@ -74,7 +84,7 @@ def test_same_seed_same_returns(evaluated):
 
 
 def test_run_is_left_as_it_was(evaluated):
-  assert evaluated['before'] == evaluated['after']
+  assert evaluated['after'] == [evaluated['before']] * 2
   assert 'Training for' not in evaluated['first'][1]
 
 
