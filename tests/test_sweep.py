@@ -112,9 +112,6 @@ def local_sweep(tmp_path_factory):
     print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
           f'{len(episodes)} episodes, checkpoint '
           f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
-    print(f'Killed seed 0 (pid {pid}) at metrics steps {before}, '
-          f'{len(episodes)} episodes, checkpoint '
-          f'{(killed / "checkpoints" / "checkpoint").read_text().split()[1]}')
     code, output = finish(process)
     yield dict(logdir=logdir, code=code, output=output, killed=killed,
                episodes=episodes, steps=before)
@@ -231,15 +228,19 @@ def interrupted_sweep(cluster, tmp_path_factory):
       line = process.stdout.readline()
       assert line, ''.join(lines)
       lines.append(line)
-    finished = {seed: snapshot(logdir / TASK / str(seed))
-                for seed in (0, 1) if finished_line(lines, seed)}
+    early = {seed for seed in (0, 1) if finished_line(lines, seed)}
     process.send_signal(signal.SIGINT)
-    print('SIGINT to the sweep; finished before it: seeds',
-          sorted(finished), '; steps of seed 2:',
-          steps(logdir / TASK / '2'))
+    print('SIGINT to the sweep; finished before it: seeds', sorted(early),
+          '; steps of seed 2:', steps(logdir / TASK / '2'))
     code, output = finish(process, timeout=300)
-    first = dict(code=code, output=''.join(lines) + output,
-                 trials=trials(logdir), finished=finished)
+    # A run may still reach its end between the last status table and the
+    # signal: what counts is what the sweep recorded as it stopped.
+    states = trials(logdir)
+    finished = {seed: snapshot(logdir / TASK / str(seed)) for seed in states
+                if states[seed]['state'] == 'TERMINATED'}
+    print('Finished when the sweep stopped: seeds', sorted(finished))
+    first = dict(code=code, output=''.join(lines) + output, trials=states,
+                 early=early, finished=finished)
     second = dict(zip(('code', 'output'), finish(start_sweep(*flags))))
     yield logdir, first, second
   finally:
@@ -262,7 +263,8 @@ def test_interrupted_sweep_resumes_without_rerunning(interrupted_sweep):
   logdir, first, second = interrupted_sweep
   assert first['code'] == 130, first['output']
   assert 'run the same command again' in first['output']
-  assert first['finished'], first['output']
+  assert first['early'] and first['early'] <= set(first['finished'])
+  assert set(first['finished']) != {0, 1, 2}, first['output']
   for seed, files in first['finished'].items():
     assert snapshot(logdir / TASK / str(seed)) == files  # Not run again.
   verify = json.loads((logdir / 'verify.json').read_text())
