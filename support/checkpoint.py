@@ -151,9 +151,22 @@ def remove_partial_checkpoint(prefix):
     storage.remove_matching(directory, glob.escape(name) + suffix)
 
 
+def listed(manager):
+  # The manager skips entries of a `checkpoint` file that have no timestamps
+  # (one written by hand or by older tools), so those are read here: a run
+  # with such a file would otherwise start again from untrained weights.
+  if manager.checkpoints:
+    return manager.checkpoints
+  state = tf.train.get_checkpoint_state(str(manager.directory))
+  paths = list(state.all_model_checkpoint_paths) if state else []
+  if state and state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)  # The newest.
+  return paths
+
+
 def restore_latest(manager):
   """Restores the newest readable checkpoint; returns its path or None."""
-  for path in reversed(manager.checkpoints):
+  for path in reversed(listed(manager)):
     try:
       read(manager.checkpoint, path)
       return path
@@ -169,7 +182,7 @@ def restore_latest(manager):
           f'The checkpoint {path} does not fit this agent ({e}). Were model '
           'flags changed? Resume with the flags of the run, or use a new '
           '--logdir.') from e
-  if manager.checkpoints:
+  if listed(manager):
     # Starting afresh would silently throw the training away.
     raise CheckpointError(
         f'None of the checkpoints in {manager.directory} could be read. To '

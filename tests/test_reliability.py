@@ -678,6 +678,25 @@ class TestRestoreFallback:
     with pytest.raises(checkpoint.CheckpointError, match='None of the'):
       checkpoint.restore_latest(manager)
 
+  def test_checkpoint_file_without_timestamps_is_read(self, tmp_path):
+    agent, variable = self.agent(1000)
+    manager = tf.train.CheckpointManager(
+        agent, str(tmp_path), max_to_keep=2)
+    variable.assign(tf.fill([1000], 1.0))
+    checkpoint.save(manager, 1)
+    variable.assign(tf.fill([1000], 2.0))
+    latest = checkpoint.save(manager, 2)
+    # As written by hand or by older tools: TensorFlow's manager lists none.
+    (tmp_path / 'checkpoint').write_text(
+        'model_checkpoint_path: "ckpt-2"\n'
+        'all_model_checkpoint_paths: "ckpt-1"\n')
+    variable.assign(tf.zeros([1000]))
+    manager = tf.train.CheckpointManager(
+        agent, str(tmp_path), max_to_keep=2)
+    assert not manager.checkpoints
+    assert checkpoint.restore_latest(manager) == latest
+    assert np.all(variable.numpy() == 2.0)
+
   def test_checkpoint_of_another_model_is_refused(self, tmp_path):
     agent, _ = self.agent(1000)
     manager = tf.train.CheckpointManager(
