@@ -295,6 +295,43 @@ def paper_status(rundir=ROOT / 'scores' / 'paper' / 'dmc_cartpole_balance' / '0'
   print('train returns: ' + ', '.join(
       f'{k(s)} {v:.1f}' for s, v in zip(steps, values)))
   print(f'hours of logged phases (frames / fps): {wall_time(entries, last):.2f}')
+  steps, values = series(entries, 'actor_grad_norm')
+  print('actor gradient norm: ' + ', '.join(
+      f'{k(s)} {v:.2g}' for s, v in zip(steps, values)))
+  print('stretches at the bound, this run and the preset\'s cartpole runs '
+        f'(train returns {BOUND_TRAIN[0]}–{BOUND_TRAIN[1]}, at least 3 in a '
+        'row; the actor\'s gradient norm in their phases):')
+  seeds = plotting.load_reference(ROOT / 'scores').curves[
+      'dmc_cartpole_balance']
+  for frames in (5000, 105000):
+    returns = sorted(y[list(x).index(frames)] for x, y in seeds)
+    print(f'the paper\'s {len(returns)} seeds at {k(frames)}: ' +
+          ', '.join(f'{r:.1f}' for r in returns))
+  runs = [('default command', rundir)] + [
+      (f'preset {run.name}', run) for run in sorted(CARTPOLE.iterdir())]
+  for name, run in runs:
+    for first, end, count, norms in bound_stretches(load(run)):
+      print(f'  {name:<27} {k(first)}–{k(end)} ({count} returns), gradient '
+            f'norm {min(norms):.2g}–{max(norms):.2g}')
+
+
+def bound_stretches(entries, least=3):
+  """(first, last frame, count, gradient norms): train returns at the bound."""
+  steps, values = series(entries, 'train/return')
+  inside = (values >= BOUND_TRAIN[0]) & (values <= BOUND_TRAIN[1])
+  norm_steps, norms = series(entries, 'actor_grad_norm')
+  stretches, start = [], None
+  for index, flag in enumerate(list(inside) + [False]):
+    if flag and start is None:
+      start = index
+    elif not flag and start is not None:
+      if index - start >= least:
+        low, high = steps[start], steps[index - 1]
+        within = norms[(norm_steps >= low) & (norm_steps <= high)]
+        stretches.append((low, high, index - start,
+                          within if len(within) else [np.nan]))
+      start = None
+  return stretches
 
 
 def main(argv=None):
