@@ -65,8 +65,17 @@ def manager(agent, directory):
 
 def exists(directory):
   """Whether the directory lists a checkpoint (readable or not)."""
+  return bool(listed_in(directory))
+
+
+def listed_in(directory):
+  """The prefixes the directory's `checkpoint` file lists, the newest last."""
   state = tf.train.get_checkpoint_state(str(directory))
-  return bool(state and state.all_model_checkpoint_paths)
+  if not state:
+    return []
+  newest = state.model_checkpoint_path
+  older = [p for p in state.all_model_checkpoint_paths if p != newest]
+  return older + ([newest] if newest else [])
 
 
 def load(agent, filename):
@@ -125,7 +134,7 @@ def _holds(path, prefix):
 
 def save(manager, step):
   path = os.path.join(manager.directory, f'ckpt-{step}')
-  if path in manager.checkpoints:
+  if path in listed(manager):
     # Saved at this step already (a signal right after a save or restore);
     # rewriting it in place would risk the one good copy for nothing.
     return path
@@ -152,21 +161,19 @@ def remove_partial_checkpoint(prefix):
 
 
 def listed(manager):
-  # The manager skips entries of a `checkpoint` file that have no timestamps
-  # (one written by hand or by older tools), so those are read here: a run
-  # with such a file would otherwise start again from untrained weights.
-  if manager.checkpoints:
-    return manager.checkpoints
-  state = tf.train.get_checkpoint_state(str(manager.directory))
-  paths = list(state.all_model_checkpoint_paths) if state else []
-  if state and state.model_checkpoint_path not in paths:
-    paths.append(state.model_checkpoint_path)  # The newest.
-  return paths
+  """The manager's checkpoints, or those its `checkpoint` file lists.
+
+  TensorFlow's manager treats entries without timestamps (a file written by
+  hand or by older tools) as kept for good and lists none of them; a resume
+  would then start from untrained weights, and evaluate.py evaluate them.
+  """
+  return manager.checkpoints or listed_in(manager.directory)
 
 
 def restore_latest(manager):
   """Restores the newest readable checkpoint; returns its path or None."""
-  for path in reversed(listed(manager)):
+  paths = listed(manager)
+  for path in reversed(paths):
     try:
       read(manager.checkpoint, path)
       return path
@@ -182,7 +189,7 @@ def restore_latest(manager):
           f'The checkpoint {path} does not fit this agent ({e}). Were model '
           'flags changed? Resume with the flags of the run, or use a new '
           '--logdir.') from e
-  if listed(manager):
+  if paths:
     # Starting afresh would silently throw the training away.
     raise CheckpointError(
         f'None of the checkpoints in {manager.directory} could be read. To '

@@ -678,7 +678,13 @@ class TestRestoreFallback:
     with pytest.raises(checkpoint.CheckpointError, match='None of the'):
       checkpoint.restore_latest(manager)
 
-  def test_checkpoint_file_without_timestamps_is_read(self, tmp_path):
+  @pytest.mark.parametrize('listing', [
+      ['ckpt-2', 'ckpt-1'],  # Not oldest first.
+      ['ckpt-1'],  # Without the newest.
+      [],  # Only the newest, as model_checkpoint_path.
+  ])
+  def test_checkpoint_file_without_timestamps_is_read(
+      self, tmp_path, listing):
     agent, variable = self.agent(1000)
     manager = tf.train.CheckpointManager(
         agent, str(tmp_path), max_to_keep=2)
@@ -688,14 +694,19 @@ class TestRestoreFallback:
     latest = checkpoint.save(manager, 2)
     # As written by hand or by older tools: TensorFlow's manager lists none.
     (tmp_path / 'checkpoint').write_text(
-        'model_checkpoint_path: "ckpt-2"\n'
-        'all_model_checkpoint_paths: "ckpt-1"\n')
+        'model_checkpoint_path: "ckpt-2"\n' + ''.join(
+            f'all_model_checkpoint_paths: "{name}"\n' for name in listing))
     variable.assign(tf.zeros([1000]))
     manager = tf.train.CheckpointManager(
         agent, str(tmp_path), max_to_keep=2)
     assert not manager.checkpoints
+    assert checkpoint.exists(tmp_path)
     assert checkpoint.restore_latest(manager) == latest
     assert np.all(variable.numpy() == 2.0)
+    # A save at the restored step keeps the file it would overwrite.
+    before = fingerprint(tmp_path)
+    assert checkpoint.save(manager, 2) == latest
+    assert fingerprint(tmp_path) == before
 
   def test_checkpoint_of_another_model_is_refused(self, tmp_path):
     agent, _ = self.agent(1000)
