@@ -4,14 +4,16 @@
   python docs/actor_probe.py --logdir LOGDIR \
       --checkpoint LOGDIR/checkpoints/ckpt-20000
 
-For a checkpoint of a continuous-action run, on one batch of the run's size
-(from batch_size of its episodes drawn at random): the actor's pre-tanh mean
-and standard deviation on the posterior states (how many actions sit at the
-tanh bound), and the λ-return that the world model and value head predict
-from those states for the actor's own policy, for constant actions, for the
-actor with noise, and for uniform random actions, all imagined over the
-run's horizon as in training. A policy at its bound whose model rates other
-actions about as high has little gradient to leave it (docs/learning.md).
+For a checkpoint of a continuous-action run, on --batches replay batches of
+the run's size (drawn from batch_size of its episodes, picked at random):
+the actor's pre-tanh mean and standard deviation on the posterior states
+(how many actions sit at the tanh bound), and the λ-return that the world
+model and value head predict from those states for the actor's own policy,
+for constant actions, for the actor with noise, and for uniform random
+actions, all imagined over the run's horizon as in training, with each
+one's difference to the actor's, as mean and standard error over batches.
+A policy at its bound whose model rates no other action higher has little
+gradient to leave it (scores/paper/README.md).
 Reads the run; writes nothing there (the replay's cache goes to scratch).
 """
 
@@ -46,7 +48,10 @@ def imagined_return(agent, config, start, policy):
   feat = agent._dynamics.get_feat(states)
   reward = agent._reward(feat).mode()
   value = agent._value(feat).mode()
-  pcont = config.discount * tf.ones_like(reward)  # The runs use no --pcont.
+  if config.pcont:
+    pcont = agent._pcont(feat).mean()
+  else:
+    pcont = config.discount * tf.ones_like(reward)
   returns = tools.lambda_return(
       reward[:-1], value[:-1], pcont[:-1], bootstrap=value[-1],
       lambda_=config.disclam, axis=0)
@@ -78,10 +83,10 @@ def replay_sample(datadir, scratch, config):
   files = sorted(datadir.glob('*.npz'))
   if not files:
     raise evaluate.EvalError(f'{datadir} holds no episode.')
-  random = np.random.RandomState(config.seed)
+  rng = np.random.RandomState(config.seed)
   folder = scratch / 'replay'
   folder.mkdir()
-  for index in random.choice(
+  for index in rng.choice(
       len(files), min(len(files), config.batch_size), replace=False):
     (folder / files[index].name).symlink_to(files[index].resolve())
   return folder
@@ -94,39 +99,71 @@ def probe(args):
     raise evaluate.EvalError(
         f'--action_dist {config.action_dist}: the probe reads a tanh_normal '
         'actor.')
+  if args.batches < 2:
+    raise evaluate.EvalError(
+        f'--batches must be at least 2 (for a standard error), got '
+        f'{args.batches}.')
+  config.seed = args.seed  # The episodes drawn, their chunks, the noise.
   runtime.set_precision(config)
   runtime.set_seed(args.seed)
   with tempfile.TemporaryDirectory(prefix='dreamer-probe-') as scratch:
     scratch = pathlib.Path(scratch)
     env = evaluate.make_env(config, scratch, 0, [])
+    actdim = env.action_space.shape[0]
     agent, restored = evaluate.build_agent(
         config, logdir, args.checkpoint, env.action_space, scratch)
     env.close()
-    data = next(iter(dreamer.load_dataset(
-        replay_sample(logdir / 'episodes', scratch, config), config)))
-  actdim = env.action_space.shape[0]
+    dataset = iter(dreamer.load_dataset(
+        replay_sample(logdir / 'episodes', scratch, config), config))
+    print(f'Checkpoint {restored}; {args.batches} batches of '
+          f'{config.batch_size} x {config.batch_length} replay steps, '
+          f'precision {config.precision}.')
+    rows = [measure(agent, config, actdim, next(dataset))
+            for _ in range(args.batches)]
+  report(config, rows)
+
+
+def measure(agent, config, actdim, data):
+  """The actor's statistics and every policy's figures on one batch."""
   post, _ = agent._dynamics.observe(agent._encode(data), data['action'])
   normal = agent._actor(agent._dynamics.get_feat(post))
   normal = normal.distribution.distribution  # Independent, then tanh.
-  loc, scale = normal.loc.numpy(), normal.scale.numpy()
-  action = np.asarray(data['action'])
-  print(f'Checkpoint {restored}; one batch of {config.batch_size} x '
-        f'{config.batch_length} replay steps, precision {config.precision}.')
+  flatten = lambda x: tf.reshape(x, [-1] + list(x.shape[2:]))
+  start = {k: flatten(v) for k, v in post.items()}
+  return dict(
+      action=np.asarray(data['action']), loc=normal.loc.numpy(),
+      scale=normal.scale.numpy(), states=start['deter'].shape[0],
+      policies={name: imagined_return(agent, config, start, policy)
+                for name, policy in policies(agent, actdim)})
+
+
+def report(config, rows):
+  action = np.concatenate([r['action'].ravel() for r in rows])
+  loc = np.concatenate([r['loc'].ravel() for r in rows])
+  scale = np.concatenate([r['scale'].ravel() for r in rows])
   print(f'Replay actions: mean {action.mean():+.3f}, |a| > 0.99: '
         f'{np.mean(np.abs(action) > 0.99):.3f}')
   print(f'Actor on the posterior states: pre-tanh mean {loc.mean():+.3f} '
-        f'(|mean| {np.abs(loc).min():.3f} to {np.abs(loc).max():.3f}), '
-        f'std {scale.mean():.5f}; tanh(mean) > 0.99: '
-        f'{np.mean(np.tanh(loc) > 0.99):.3f}, < -0.99: '
+        f'({loc.min():+.3f} to {loc.max():+.3f}), std {scale.mean():.5f}; '
+        f'tanh(mean) > 0.99: {np.mean(np.tanh(loc) > 0.99):.3f}, < -0.99: '
         f'{np.mean(np.tanh(loc) < -0.99):.3f}')
-  flatten = lambda x: tf.reshape(x, [-1] + list(x.shape[2:]))
-  start = {k: flatten(v) for k, v in post.items()}
-  print(f'Imagined over {config.horizon} steps from the '
-        f'{start["deter"].shape[0]} posterior states:')
-  print(f'  {"policy":<28} {"λ-return":>9} {"reward":>8} {"value":>8}')
-  for name, policy in policies(agent, actdim):
-    ret, reward, value = imagined_return(agent, config, start, policy)
-    print(f'  {name:<28} {ret:9.3f} {reward:8.3f} {value:8.3f}')
+  print(f'Imagined over {config.horizon} steps from each batch\'s '
+        f'{rows[0]["states"]} posterior states; mean ± standard error over '
+        f'the {len(rows)} batches (the difference is paired by batch):')
+  header = ('policy', 'λ-return', 'minus the actor', 'reward', 'value')
+  print('  {:<28} {:>15} {:>15} {:>7} {:>7}'.format(*header))
+  actor = np.array([r['policies']['actor'][0] for r in rows])
+  for name in rows[0]['policies']:
+    ret, reward, value = np.array(
+        [r['policies'][name] for r in rows]).T
+    print(f'  {name:<28} {mean_error(ret):>15} '
+          f'{mean_error(ret - actor):>15} {reward.mean():7.3f} '
+          f'{value.mean():7.3f}')
+
+
+def mean_error(values):
+  error = values.std(ddof=1) / np.sqrt(len(values))
+  return f'{values.mean():.3f} ± {error:.3f}'
 
 
 def main(argv=None):
@@ -134,8 +171,11 @@ def main(argv=None):
   parser.add_argument('--logdir', required=True)
   parser.add_argument('--checkpoint', default=None,
                       help='a checkpoint prefix (default: the newest)')
+  parser.add_argument('--batches', type=int, default=5,
+                      help='replay batches to average over')
   parser.add_argument('--seed', type=int, default=0,
-                      help='seeds the batch\'s sampling noise')
+                      help='seeds the episodes drawn, their chunks and the '
+                      'sampling noise')
   args = parser.parse_args(argv)
   try:
     probe(args)

@@ -3,12 +3,17 @@
 import re
 import shutil
 
+import pytest
+
 from runs import run
 from test_evaluate import fingerprint
 
 POLICIES = ['actor', 'constant -1.0', 'constant -0.5', 'constant +0.0',
             'constant +0.5', 'constant +1.0', 'actor + N(0, 0.3), clipped',
             'actor + N(0, 1.0), clipped', 'uniform random']
+NUMBER = r'([-+]?[\d.]+)'
+ROW = (rf'^  (.+?) +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} '
+       rf'+{NUMBER}$')
 
 
 def test_prints_the_actor_and_each_policy_and_leaves_the_run(
@@ -17,23 +22,32 @@ def test_prints_the_actor_and_each_policy_and_leaves_the_run(
   shutil.copytree(cartpole_run[0], logdir)
   # The replay would build its cache anew in the run's folder if it read it.
   shutil.rmtree(logdir / 'episodes' / '.cache')
-  before = fingerprint(logdir)
-  code, output = run('--logdir', logdir, script='docs/actor_probe.py')
+  before = fingerprint(logdir), sorted(logdir.rglob('*'))
+  code, output = run('--logdir', logdir, '--batches', '3',
+                     script='docs/actor_probe.py')
   assert code == 0, output[-3000:]
-  assert re.search(r'Checkpoint \S+ckpt-3000; one batch of 4 x 16 ', output)
-  bound = re.search(r'tanh\(mean\) > 0.99: ([\d.]+), < -0.99: ([\d.]+)',
-                    output)
-  assert bound and 0 <= float(bound[1]) + float(bound[2]) <= 1, output
-  rows = re.findall(r'^  (.+?) +(-?[\d.]+) +(-?[\d.]+) +(-?[\d.]+)$',
-                    output, re.M)
-  assert [name for name, *_ in rows] == POLICIES, output
+  assert re.search(r'Checkpoint \S+ckpt-3000; 3 batches of 4 x 16 ', output)
+  actor = re.search(rf'pre-tanh mean {NUMBER} \({NUMBER} to {NUMBER}\), '
+                    rf'std {NUMBER}', output)
+  mean, low, high, std = map(float, actor.groups())
+  assert low <= mean <= high and std > 0, output
+  rows = {name: list(map(float, numbers))
+          for name, *numbers in re.findall(ROW, output, re.M)}
+  assert list(rows) == POLICIES, output
+  assert rows['actor'][2:4] == [0, 0]  # Its difference to itself.
+  for name, (ret, _, difference, _, _, _) in rows.items():
+    assert abs(ret - rows['actor'][0] - difference) <= 0.0015, name
   # Constant actions differ, so the model's rewards for them do too.
-  rewards = {name: float(reward) for name, _, reward, _ in rows}
-  assert len({rewards[name] for name in POLICIES[1:6]}) > 1, output
-  assert fingerprint(logdir) == before
+  assert len({rows[name][4] for name in POLICIES[1:6]}) > 1, output
+  assert (fingerprint(logdir), sorted(logdir.rglob('*'))) == before
 
 
-def test_refuses_a_run_without_checkpoints(tmp_path):
+@pytest.mark.parametrize('flags, message', [
+    ([], 'has no checkpoint'),
+    (['--batches', '1'], '--batches must be at least 2'),
+])
+def test_refuses_with_a_message(tmp_path, flags, message):
   (tmp_path / 'config.json').write_text('{"task": "dmc_cartpole_balance"}')
-  code, output = run('--logdir', tmp_path, script='docs/actor_probe.py')
-  assert code == 2 and 'has no checkpoint' in output, output
+  code, output = run('--logdir', tmp_path, *flags,
+                     script='docs/actor_probe.py')
+  assert code == 2 and message in output, output
