@@ -298,15 +298,15 @@ def paper_status(rundir=ROOT / 'scores' / 'paper' / 'dmc_cartpole_balance' / '0'
   steps, values = series(entries, 'actor_grad_norm')
   print('actor gradient norm: ' + ', '.join(
       f'{k(s)} {v:.2g}' for s, v in zip(steps, values)))
-  print('stretches at the bound, this run and the preset\'s cartpole runs '
-        f'(train returns {BOUND_TRAIN[0]}–{BOUND_TRAIN[1]}, at least 3 in a '
-        'row; the actor\'s gradient norm in their phases):')
   seeds = plotting.load_reference(ROOT / 'scores').curves[
       'dmc_cartpole_balance']
   for frames in (5000, 105000):
     returns = sorted(y[list(x).index(frames)] for x, y in seeds)
     print(f'the paper\'s {len(returns)} seeds at {k(frames)}: ' +
           ', '.join(f'{r:.1f}' for r in returns))
+  print('stretches at the bound, this run and the preset\'s cartpole runs '
+        f'(train returns {BOUND_TRAIN[0]}–{BOUND_TRAIN[1]}, at least 3 in a '
+        'row; the actor\'s gradient norm in their phases):')
   runs = [('default command', rundir)] + [
       (f'preset {run.name}', run) for run in sorted(CARTPOLE.iterdir())]
   for name, run in runs:
