@@ -266,7 +266,10 @@ def test_interrupted_sweep_resumes_without_rerunning(interrupted_sweep):
   assert first['early'] and first['early'] <= set(first['finished'])
   assert set(first['finished']) != {0, 1, 2}, first['output']
   for seed, files in first['finished'].items():
-    assert snapshot(logdir / TASK / str(seed)) == files  # Not run again.
+    rundir = logdir / TASK / str(seed)
+    assert snapshot(rundir) == files  # Not run again.
+    assert (rundir / 'console.log').read_text().count('[sweep] ') == 1
+    assert steps(rundir)[-1] == 300
   verify = json.loads((logdir / 'verify.json').read_text())
   assert second['code'] == verify['status'] == 3, second['output']
   assert 'Resuming the sweep' in second['output']
