@@ -653,21 +653,26 @@ class TestRestoreFallback:
     variable = tf.Variable(tf.zeros([size]))
     return tf.train.Checkpoint(v=variable), variable
 
+  def two_checkpoints(self, directory):
+    """Saves ckpt-1 (all ones) and ckpt-2 (all twos), then zeros the agent."""
+    agent, variable = self.agent(1000)
+    manager = tf.train.CheckpointManager(
+        agent, str(directory), max_to_keep=2)
+    variable.assign(tf.fill([1000], 1.0))
+    older = checkpoint.save(manager, 1)
+    variable.assign(tf.fill([1000], 2.0))
+    latest = checkpoint.save(manager, 2)
+    variable.assign(tf.zeros([1000]))
+    return agent, variable, older, latest
+
   @staticmethod
   def damage(prefix):
     data = pathlib.Path(prefix + '.data-00000-of-00001')
     data.write_bytes(data.read_bytes()[:100])
 
   def test_falls_back_to_the_older_checkpoint(self, tmp_path, capsys):
-    agent, variable = self.agent(1000)
-    manager = tf.train.CheckpointManager(
-        agent, str(tmp_path), max_to_keep=2)
-    variable.assign(tf.fill([1000], 1.0))
-    older = checkpoint.save(manager, 1)
-    variable.assign(tf.fill([1000], 2.0))
-    latest = checkpoint.save(manager, 2)
+    agent, variable, older, latest = self.two_checkpoints(tmp_path)
     self.damage(latest)
-    variable.assign(tf.zeros([1000]))
     manager = tf.train.CheckpointManager(  # As on a restart.
         agent, str(tmp_path), max_to_keep=2)
     assert checkpoint.restore_latest(manager) == older
@@ -685,18 +690,11 @@ class TestRestoreFallback:
   ])
   def test_checkpoint_file_without_timestamps_is_read(
       self, tmp_path, listing):
-    agent, variable = self.agent(1000)
-    manager = tf.train.CheckpointManager(
-        agent, str(tmp_path), max_to_keep=2)
-    variable.assign(tf.fill([1000], 1.0))
-    checkpoint.save(manager, 1)
-    variable.assign(tf.fill([1000], 2.0))
-    latest = checkpoint.save(manager, 2)
+    agent, variable, _, latest = self.two_checkpoints(tmp_path)
     # As written by hand or by older tools: TensorFlow's manager lists none.
     (tmp_path / 'checkpoint').write_text(
         'model_checkpoint_path: "ckpt-2"\n' + ''.join(
             f'all_model_checkpoint_paths: "{name}"\n' for name in listing))
-    variable.assign(tf.zeros([1000]))
     manager = tf.train.CheckpointManager(
         agent, str(tmp_path), max_to_keep=2)
     assert not manager.checkpoints
