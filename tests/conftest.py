@@ -29,6 +29,24 @@ import pytest  # noqa: E402
 from runs import read_metrics, run  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)  # Before xdist reads the marks.
+def pytest_collection_modifyitems(config, items):
+  """Groups the tests for `pytest -n 2 --dist loadgroup` (pytest-xdist).
+
+  Each module's tests stay in one worker, so a module-scoped run is made
+  once; the modules that share the session's cartpole_run share a group, so
+  that run is made once too.
+  """
+  if not config.pluginmanager.hasplugin('xdist'):
+    return
+  shared = {item.module.__name__ for item in items
+            if 'cartpole_run' in item.fixturenames}
+  for item in items:
+    name = item.module.__name__
+    item.add_marker(pytest.mark.xdist_group(
+        'cartpole_run' if name in shared else name))
+
+
 @pytest.fixture(scope='session')
 def cartpole_run(tmp_path_factory):
   """The tiny run to 2000 frames, then the same command resumed to 3000.
