@@ -29,6 +29,11 @@ import pytest  # noqa: E402
 from runs import read_metrics, run  # noqa: E402
 
 
+def in_loadgroup_worker(config):
+  # Set by pytest-xdist in each worker of `--dist loadgroup`.
+  return getattr(config.option, 'loadgroup', False)
+
+
 @pytest.hookimpl(tryfirst=True)  # Before xdist reads the marks.
 def pytest_collection_modifyitems(config, items):
   """Groups the tests for `pytest -n 2 --dist loadgroup` (pytest-xdist).
@@ -37,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
   once; the modules that share the session's cartpole_run share a group, so
   that run is made once too.
   """
-  if not config.pluginmanager.hasplugin('xdist'):
+  if not in_loadgroup_worker(config):
     return
   shared = {item.module.__name__ for item in items
             if 'cartpole_run' in item.fixturenames}

@@ -4,6 +4,8 @@ import collections
 
 import pytest
 
+import conftest
+
 
 def group_of(item):
   marks = list(item.iter_markers('xdist_group'))
@@ -14,8 +16,8 @@ def group_of(item):
 def test_each_run_is_made_once(request):
   # A module-scoped run is made once per worker that runs the module's tests;
   # the session's cartpole_run once per worker that runs any of its users.
-  if not request.config.pluginmanager.hasplugin('xdist'):
-    pytest.skip('pytest-xdist is not active')
+  if not conftest.in_loadgroup_worker(request.config):
+    pytest.skip('not in a worker of pytest -n 2 --dist loadgroup')
   items = request.session.items
   groups = collections.defaultdict(set)
   for item in items:
@@ -34,7 +36,7 @@ def test_each_run_is_made_once(request):
 def test_groups_reach_the_scheduler(request):
   # xdist's worker appends the group to each test's id, which its scheduler
   # reads; marks added after that step would group nothing.
-  if not hasattr(request.config, 'workerinput'):
-    pytest.skip('not in a pytest-xdist worker')
+  if not conftest.in_loadgroup_worker(request.config):
+    pytest.skip('not in a worker of pytest -n 2 --dist loadgroup')
   for item in request.session.items:
     assert item.nodeid.endswith('@' + group_of(item)), item.nodeid
