@@ -446,6 +446,8 @@ def main(config):
       tf.config.experimental.set_memory_growth(gpu, True)
   assert config.precision in (16, 32), config.precision
   print(f'Precision policy: {runtime.set_precision(config)}.')
+  config = runtime.seed_of_start(
+      config, count_steps(config.logdir / 'episodes', config))
   runtime.set_seed(config.seed, config.deterministic)
   config.steps = int(config.steps)
   config.logdir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """TensorFlow's set-up for a run: precision, loss scaling, seeds, devices."""
 
+import copy
+import functools
 import os
 import shutil
 
-import functools
-
+import numpy as np
 import tensorflow as tf
 import tf_keras
 from tf_keras import mixed_precision as prec
@@ -102,6 +103,32 @@ def cpu_policy_for_16(cpuinfo='/proc/cpuinfo'):
     return 'float32'
   native = {'avx512_bf16', 'amx_bf16'}
   return 'mixed_bfloat16' if flags & native else 'float32'
+
+
+def seed_of_start(config, frames):
+  """The config of this start of a run: on a resume, a seed of its own.
+
+  The seed is handed to Python, NumPy, TensorFlow, each environment (seed +
+  index), the random actions and the replay's sampling. A fresh run (no
+  frames stored) keeps --seed. Had a resume kept it too, it would replay the
+  first start's draws: environments back at their first initial states, the
+  same exploration noise, the same sampling stream, so the replay filled with
+  near-copies of its first episodes and each evaluation after a resume
+  repeated one before (scores/paper/README.md). A resume therefore draws its
+  seed from --seed and the frames stored so far. That is a function of where
+  the run stopped, so with --deterministic the same command stopped at the
+  same points still gives the same run.
+  """
+  if not frames:
+    return config
+  # 31 bits leave room for the environments' offsets (seed + 1000 + index)
+  # below 2**32, the most that NumPy's RandomState takes.
+  derived = np.random.SeedSequence([config.seed, frames]).generate_state(1)[0]
+  config = copy.copy(config)  # config.json keeps the user's --seed.
+  config.seed = int(derived) % 2 ** 31
+  print(f'Resumed at {frames} frames: seed {config.seed}, drawn from '
+        f'--seed and the frames, for new initial states and noise.')
+  return config
 
 
 def set_seed(seed, deterministic=False):

@@ -171,6 +171,36 @@ class TestResume:
     counts = [m['episodes'] for m in new if 'episodes' in m]
     assert counts and min(counts) >= len(first['episodes'])
 
+  def test_train_episodes_start_from_distinct_states(self, cartpole):
+    # The first start stored the prefill's episode and one more; the resume
+    # stored the third. With the first start's seeds the resume's environment
+    # began where the prefill's had (runtime.seed_of_start).
+    logdir, _, _ = cartpole
+    starts = []
+    for path in sorted((logdir / 'episodes').glob('*.npz')):
+      with np.load(path) as episode:
+        starts.append((episode['position'][0], episode['image'][0]))
+    assert len(starts) == 3
+    for i, (position, image) in enumerate(starts):
+      for other_position, other_image in starts[:i]:
+        assert not np.array_equal(position, other_position)
+        assert not np.array_equal(image, other_image)
+
+  def test_says_it_draws_a_new_seed(self, cartpole):
+    _, first, second = cartpole
+    assert 'Resumed at' not in first['output']
+    assert 'Resumed at 2000 frames: seed ' in second['output']
+
+  def test_evaluations_start_from_distinct_states(self, cartpole):
+    # One evaluation at each start (1000 and 2000 frames), each the first
+    # episode of its test environment.
+    logdir, _, _ = cartpole
+    videos = read_events(logdir)['sim/test/video/gif']
+    firsts = [iio.imread(io.BytesIO(v.image.encoded_image_string),
+                         extension='.gif', index=0) for v in videos]
+    assert len(firsts) == 2
+    assert not np.array_equal(firsts[0], firsts[1])
+
 
 @pytest.fixture(scope='module')
 def pong(tmp_path_factory):
