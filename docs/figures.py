@@ -278,7 +278,10 @@ def shared_claims(directory):
                                  for s, v in zip(steps, values)))
 
 
-def paper_status(rundir=ROOT / 'scores' / 'paper' / 'dmc_cartpole_balance' / '0'):
+PAPER = ROOT / 'scores' / 'paper'
+
+
+def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0'):
   """Where the default command's run stands (issue 20; scores/paper)."""
   if not (pathlib.Path(rundir) / 'metrics.jsonl').exists():
     return
@@ -348,6 +351,7 @@ def main(argv=None):
   walker_claims()
   ts200_claims()
   paper_status()
+  paper_status(PAPER / 'attempt-74bbde1' / 'dmc_cartpole_balance' / '0')
   if args.shared:
     shared_claims(args.shared)
 
