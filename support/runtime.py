@@ -2,7 +2,9 @@
 
 import copy
 import functools
+import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -12,6 +14,9 @@ from tf_keras import mixed_precision as prec
 # The class behind prec.LossScaleOptimizer for tf_keras' (new) optimizers; the
 # public name is a factory and cannot be subclassed.
 from tf_keras.src.mixed_precision import loss_scale_optimizer as lso
+
+from support import cli
+from support import storage
 
 
 def dataset_options():
@@ -105,30 +110,58 @@ def cpu_policy_for_16(cpuinfo='/proc/cpuinfo'):
   return 'mixed_bfloat16' if flags & native else 'float32'
 
 
+# One line per start of a run in its logdir: the frames stored then and the
+# seed that start used.
+SEEDS = 'seeds.jsonl'
+
+
 def seed_of_start(config, frames):
-  """The config of this start of a run: on a resume, a seed of its own.
+  """The config of this start of a run: after the first, a seed of its own.
 
   The seed is handed to Python, NumPy, TensorFlow, each environment (seed +
-  index), the random actions and the replay's sampling. A fresh run (no
-  frames stored) keeps --seed. Had a resume kept it too, it would replay the
-  first start's draws: environments back at their first initial states, the
-  same exploration noise, the same sampling stream, so the replay filled with
-  near-copies of its first episodes and each evaluation after a resume
-  repeated one before (scores/paper/README.md). A resume therefore draws its
-  seed from --seed and the frames stored so far. That is a function of where
-  the run stopped, so with --deterministic the same command stopped at the
-  same points still gives the same run.
+  index), the random actions and the replay's sampling. A fresh run keeps
+  --seed. Had a resume kept it too, it would replay the first start's draws:
+  environments back at their first initial states, the same exploration
+  noise, the same sampling stream, so the replay filled with near-copies of
+  its first episodes and each evaluation after a resume repeated one before
+  (scores/paper/README.md). So every later start draws its seed from --seed,
+  the number of starts before it and the frames stored. Counting the starts
+  (in seeds.jsonl) keeps two starts at the same frames apart, e.g. one
+  stopped inside its first training phase and the next; the same command
+  stopped at the same points still draws the same seeds, so --deterministic
+  still repeats a run.
   """
-  if not frames:
-    return config
-  # 31 bits leave room for the environments' offsets (seed + 1000 + index)
-  # below 2**32, the most that NumPy's RandomState takes.
-  derived = np.random.SeedSequence([config.seed, frames]).generate_state(1)[0]
-  config = copy.copy(config)  # config.json keeps the user's --seed.
-  config.seed = int(derived) % 2 ** 31
-  print(f'Resumed at {frames} frames: seed {config.seed}, drawn from '
-        f'--seed and the frames, for new initial states and noise.')
+  path = pathlib.Path(config.logdir) / SEEDS
+  starts = read_starts(path)
+  if starts or frames:  # A logdir of older code has frames but no list.
+    key = [config.seed, len(starts), frames]
+    # 31 bits leave room for the environments' offsets (seed + 1000 + index)
+    # below 2**32, the most that NumPy's RandomState takes.
+    derived = np.random.SeedSequence(key).generate_state(1)[0]
+    config = copy.copy(config)  # config.json keeps the user's --seed.
+    config.seed = int(derived) % 2 ** 31
+    print(f'Resumed at {frames} frames (start {len(starts) + 1}): seed '
+          f'{config.seed}, drawn from --seed, the start and the frames, for '
+          f'new initial states and noise ({SEEDS}).')
+  starts.append(dict(frames=frames, seed=config.seed))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  storage.write_atomic(
+      path, ''.join(json.dumps(s) + '\n' for s in starts).encode())
   return config
+
+
+def read_starts(path):
+  try:
+    text = path.read_text()
+  except FileNotFoundError:
+    return []
+  try:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+  except json.JSONDecodeError as e:
+    raise cli.ConfigError(
+        f'{path} is not one JSON object a line ({e}); it lists the seed of '
+        'each start of this run. Restore it, or delete it to count this '
+        'start as the first after the episodes stored.') from e
 
 
 def set_seed(seed, deterministic=False):

@@ -7,6 +7,7 @@ module-scoped fixtures, so the module takes about three minutes on 2 cores.
 
 import concurrent.futures
 import io
+import json
 import os
 import pathlib
 import re
@@ -186,10 +187,17 @@ class TestResume:
         assert not np.array_equal(position, other_position)
         assert not np.array_equal(image, other_image)
 
-  def test_says_it_draws_a_new_seed(self, cartpole):
-    _, first, second = cartpole
+  def test_says_and_lists_the_new_seed(self, cartpole):
+    logdir, first, second = cartpole
     assert 'Resumed at' not in first['output']
-    assert 'Resumed at 2000 frames: seed ' in second['output']
+    match = re.search(
+        r'^Resumed at 2000 frames \(start 2\): seed (\d+),', second['output'],
+        re.M)
+    assert match, second['output'][-3000:]
+    with (logdir / 'seeds.jsonl').open() as f:
+      starts = [json.loads(line) for line in f]
+    assert starts == [
+        dict(frames=0, seed=0), dict(frames=2000, seed=int(match[1]))]
 
   def test_evaluations_start_from_distinct_states(self, cartpole):
     # One evaluation at each start (1000 and 2000 frames), each the first
@@ -270,15 +278,22 @@ class TestPlotting:
 
 @pytest.fixture(scope='module')
 def twins(tmp_path_factory):
-  """The same short command with --deterministic twice, in two logdirs."""
+  """The same short command with --deterministic twice, in two logdirs.
+
+  Each stops at 1000 frames and is resumed to 1500, so the resume's own seed
+  (runtime.seed_of_start) and the restored checkpoint are covered too.
+  """
   root = tmp_path_factory.mktemp('twins')
 
   def run_in(logdir):
-    return run(
+    flags = (
         '--preset', 'tiny', '--task', 'dmc_cartpole_balance', '--seed', '3',
-        '--deterministic', 'True', '--steps', '1500', '--prefill', '500',
-        '--eval_every', '500', '--log_every', '500', '--train_every', '500',
-        '--logdir', str(logdir))
+        '--deterministic', 'True', '--prefill', '500', '--eval_every', '500',
+        '--log_every', '500', '--train_every', '500', '--logdir', str(logdir))
+    code, output = run(*flags, '--steps', '1000')
+    if code != 0:
+      return code, output
+    return run(*flags, '--steps', '1500')
 
   # At once: each run's start-up is mostly one thread. Sharing the cores
   # must not change anything that --deterministic fixes.
@@ -305,6 +320,11 @@ class TestDeterministic:
     first, second = [[strip(m) for m in read_metrics(d)] for d in twins]
     assert any('model_loss' in m for m in first)
     assert first == second
+
+  def test_both_resumed(self, twins):
+    for logdir in twins:
+      with (logdir / 'seeds.jsonl').open() as f:
+        assert [json.loads(line)['frames'] for line in f] == [0, 1000]
 
   def test_same_episodes(self, twins):
     first, second = [episode_contents(d) for d in twins]
