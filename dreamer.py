@@ -492,15 +492,17 @@ def main(config):
   collect = progress.of_training(agent, step, config)
   state = None
   while step < config.steps:
-    print('Start evaluation.')
-    evaluated = evaluation.Evaluation(config.logdir, config.eval_episodes)
-    tools.simulate(
-        functools.partial(agent, training=False), test_envs,
-        episodes=config.eval_episodes)
-    evaluated.write_mean()
-    writer.flush()
+    if evaluation.due(config.logdir, step, config.eval_every):
+      print('Start evaluation.')
+      evaluated = evaluation.Evaluation(config.logdir, config.eval_episodes)
+      tools.simulate(
+          functools.partial(agent, training=False), test_envs,
+          episodes=config.eval_episodes)
+      evaluated.write_mean()
+      writer.flush()
     print('Start collection.')
-    steps = config.eval_every // config.action_repeat
+    steps = evaluation.frames_until_due(
+        config.logdir, step, config.eval_every) // config.action_repeat
     state = tools.simulate(collect, train_envs, steps, state=state)
     step = count_steps(datadir, config)
     agent.save(config.logdir / 'checkpoints')

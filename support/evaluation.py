@@ -86,6 +86,48 @@ class Evaluation:
     return episodes
 
 
+def frames_until_due(logdir, step, every):
+  """Frames to collect before the next evaluation; 0 when one is due now.
+
+  An uninterrupted run evaluates, collects `every` frames, and evaluates
+  again. The original also evaluated at once on every start, so a run
+  resumed between two evaluations logged an extra one at its resume and
+  then evaluated on a grid shifted to it (a run of ours resumed four times
+  evaluated at 5k, 12k, 18k, 20k, 30k, 32k and 42k frames instead of 5k,
+  15k, 25k, 35k). Counting from the last evaluation in metrics.jsonl keeps
+  a resumed run on the grid of one never stopped.
+  """
+  last = last_evaluation(pathlib.Path(logdir) / METRICS_FILE)
+  return 0 if last is None else max(0, last + every - step)
+
+
+def due(logdir, step, every):
+  frames = frames_until_due(logdir, step, every)
+  if frames:  # Only after a resume: a whole collection always ends due.
+    print(f'The next evaluation is due at {step + frames} frames, as in a run '
+          f'never stopped: collecting {frames} frames first.')
+  return not frames
+
+
+def last_evaluation(path):
+  """The step of the newest complete evaluation logged, or None."""
+  try:
+    text = path.read_text(errors='replace')
+  except FileNotFoundError:
+    return None
+  last = None
+  for line in text.splitlines():
+    try:
+      entry = json.loads(line)
+    except json.JSONDecodeError:
+      continue  # A truncated line of a killed writer.
+    # With --eval_episodes N > 1 only the mean line has test/return, so an
+    # evaluation a kill cut short does not count.
+    if isinstance(entry, dict) and 'test/return' in entry:
+      last = entry['step'] if last is None else max(last, entry['step'])
+  return last
+
+
 def _summarize(line):
   # Imported here so that the module's logic needs no TensorFlow to test.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -95,3 +95,45 @@ def test_run_logs_the_mean_of_two_episodes(tmp_path):
   assert mean['step'] == episodes[0]['step'] == 200
   assert mean['test/length'] == 100  # Agent steps: 200 frames / repeat 2.
   assert 'Test return over 2 episodes' in output
+
+
+class TestSchedule:
+  """frames_until_due: a resumed run evaluates on the grid of one never
+  stopped (prefill 5k, --eval_every 10k: 5k, 15k, 25k, ...)."""
+
+  def test_fresh_run_evaluates_at_once(self, tmp_path):
+    assert evaluation.frames_until_due(tmp_path, 5000, 10000) == 0
+    append(tmp_path / 'metrics.jsonl', {'step': 5000, 'train/return': 1.0})
+    assert evaluation.due(tmp_path, 5000, 10000)
+
+  def test_after_an_evaluation_a_whole_collection(self, tmp_path):
+    append(tmp_path / 'metrics.jsonl', {'step': 5000, 'test/return': 1.0})
+    assert evaluation.frames_until_due(tmp_path, 5000, 10000) == 10000
+
+  def test_resumed_between_evaluations_collects_up_to_the_next(
+      self, tmp_path, capsys):
+    append(tmp_path / 'metrics.jsonl', {'step': 5000, 'test/return': 1.0},
+           {'step': 15000, 'test/return': 2.0},
+           {'step': 18000, 'train/return': 3.0})
+    assert evaluation.frames_until_due(tmp_path, 18000, 10000) == 7000
+    assert not evaluation.due(tmp_path, 18000, 10000)
+    assert 'due at 25000 frames' in capsys.readouterr().out
+
+  def test_resumed_when_one_is_due(self, tmp_path):
+    # Killed after the collection, before (or during) the evaluation.
+    append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0})
+    assert evaluation.due(tmp_path, 25000, 10000)
+    assert evaluation.due(tmp_path, 26000, 10000)
+
+  def test_an_evaluation_cut_short_does_not_count(self, tmp_path):
+    # --eval_episodes 3: two episode lines of the 25k evaluation, no mean.
+    append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0},
+           {'step': 25000, 'test/episode_return': 3.0},
+           {'step': 25000, 'test/episode_return': 4.0})
+    assert evaluation.due(tmp_path, 25000, 10000)
+
+  def test_truncated_line_is_skipped(self, tmp_path):
+    append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0})
+    with (tmp_path / 'metrics.jsonl').open('a') as f:
+      f.write('{"step": 25000, "test/ret')
+    assert evaluation.frames_until_due(tmp_path, 20000, 10000) == 5000

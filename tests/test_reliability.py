@@ -311,9 +311,31 @@ def updates(logdir):
               'model_opt/_opt/_iterations/.ATTRIBUTES/VARIABLE_VALUE')))
 
 
+# Ctrl-C right after the episode that brings the replay to STOP_AT frames
+# is stored, between two evaluations.
+STOP_AFTER_EPISODE = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())
+import dreamer, tools
+from support import cli
+save = tools.save_episodes
+def save_then_stop(directory, episodes):
+  save(directory, episodes)
+  if tools.count_episodes(directory)[1] * 2 == int(os.environ['STOP_AT']):
+    os.kill(os.getpid(), signal.SIGINT)
+tools.save_episodes = save_then_stop
+sys.exit(cli.run(dreamer.main, dreamer.define_config, tools.args_type))
+"""
+
+
+def evaluations(logdir):
+  return [m['step'] for m in runs.read_metrics(logdir) if 'test/return' in m]
+
+
 @pytest.fixture(scope='module')
 def resumed_and_uninterrupted(tmp_path_factory):
-  """The same command twice: once killed after its first checkpoint."""
+  """The same command three times: killed after its first checkpoint,
+  stopped with Ctrl-C between two evaluations, and never stopped."""
   root = tmp_path_factory.mktemp('resume')
   flags = [*FLAGS, '--steps', '1600']
 
@@ -325,7 +347,8 @@ def resumed_and_uninterrupted(tmp_path_factory):
         command(logdir), cwd=ROOT, capture_output=True, text=True,
         timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    return dict(output=result.stdout, updates=updates(logdir))
+    return dict(output=result.stdout, updates=updates(logdir),
+                evaluations=evaluations(logdir))
 
   def killed_then_resumed(logdir):
     # Checkpoints at 800, then 1200: killed at the second, so the phases
@@ -338,12 +361,24 @@ def resumed_and_uninterrupted(tmp_path_factory):
     assert checkpoint_state(logdir)[0].endswith('ckpt-800')
     return finish(logdir)
 
-  # The two at once: a run's start-up is mostly one thread, and the kill
-  # comes at a save, not at a time, so sharing the cores changes nothing.
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+  def stopped_then_resumed(logdir):
+    # Evaluations at 400 and 800, then stopped at 1000: the next is due at
+    # 1200 (the original evaluated at 1000 again, then at 1400).
+    stopped = subprocess.run(
+        [sys.executable, '-c', STOP_AFTER_EPISODE, *command(logdir)[2:]],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+        env={**os.environ, 'STOP_AT': '1000'})
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
+    return dict(before=evaluations(logdir), **finish(logdir))
+
+  # At once: a run's start-up is mostly one thread, and the kill and the
+  # stop come at a save, not at a time, so sharing the cores changes nothing.
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
     killed = pool.submit(killed_then_resumed, root / 'killed')
+    stopped = pool.submit(stopped_then_resumed, root / 'stopped')
     uninterrupted = pool.submit(finish, root / 'uninterrupted')
-    return dict(killed=killed.result(), uninterrupted=uninterrupted.result())
+    return dict(killed=killed.result(), stopped=stopped.result(),
+                uninterrupted=uninterrupted.result())
 
 
 class TestResumeRedoesLostUpdates:
@@ -354,6 +389,21 @@ class TestResumeRedoesLostUpdates:
     # constructor's one.
     assert runs['uninterrupted']['updates'] == (1600, 31)
     assert runs['killed']['updates'] == runs['uninterrupted']['updates']
+
+  def test_stopped_between_evaluations_same_updates(
+      self, resumed_and_uninterrupted):
+    runs = resumed_and_uninterrupted
+    assert runs['stopped']['updates'] == runs['uninterrupted']['updates']
+
+  def test_evaluations_on_the_grid_of_one_never_stopped(
+      self, resumed_and_uninterrupted):
+    runs = resumed_and_uninterrupted
+    assert runs['uninterrupted']['evaluations'] == [400, 800, 1200]
+    assert runs['stopped']['before'] == [400, 800]
+    for name in ('stopped', 'killed'):
+      assert runs[name]['evaluations'] == [400, 800, 1200], name
+    assert 'The next evaluation is due at 1200 frames' in (
+        runs['stopped']['output'])
 
   def test_says_what_it_redoes(self, resumed_and_uninterrupted):
     output = resumed_and_uninterrupted['killed']['output']
