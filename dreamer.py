@@ -492,7 +492,7 @@ def main(config):
   collect = progress.of_training(agent, step, config)
   state = None
   while step < config.steps:
-    if evaluation.due(config.logdir, step, config.eval_every):
+    if evaluation.due(config, step, state):
       print('Start evaluation.')
       evaluated = evaluation.Evaluation(config.logdir, config.eval_episodes)
       tools.simulate(
@@ -501,8 +501,7 @@ def main(config):
       evaluated.write_mean()
       writer.flush()
     print('Start collection.')
-    steps = evaluation.frames_until_due(
-        config.logdir, step, config.eval_every) // config.action_repeat
+    steps = evaluation.steps_to_collect(config, step, state)
     state = tools.simulate(collect, train_envs, steps, state=state)
     step = count_steps(datadir, config)
     agent.save(config.logdir / 'checkpoints')

@@ -87,26 +87,41 @@ class Evaluation:
 
 
 def frames_until_due(logdir, step, every):
-  """Frames to collect before the next evaluation; 0 when one is due now.
+  """Frames from `step` to the evaluation due next; 0 when one is due now.
 
-  An uninterrupted run evaluates, collects `every` frames, and evaluates
-  again. The original also evaluated at once on every start, so a run
-  resumed between two evaluations logged an extra one at its resume and
-  then evaluated on a grid shifted to it (a run of ours resumed four times
-  evaluated at 5k, 12k, 18k, 20k, 30k, 32k and 42k frames instead of 5k,
-  15k, 25k, 35k). Counting from the last evaluation in metrics.jsonl keeps
-  a resumed run on the grid of one never stopped.
+  Counted from the last evaluation in metrics.jsonl: an uninterrupted run
+  evaluates, collects `every` frames, and evaluates again.
   """
   last = last_evaluation(pathlib.Path(logdir) / METRICS_FILE)
-  return 0 if last is None else max(0, last + every - step)
+  return 0 if last is None else int(max(0, last + every - step))
 
 
-def due(logdir, step, every):
-  frames = frames_until_due(logdir, step, every)
-  if frames:  # Only after a resume: a whole collection always ends due.
+def due(config, step, state):
+  """Whether dreamer.py's loop evaluates before this collection.
+
+  The original evaluated at once on every start, so a run resumed between
+  two evaluations logged an extra one and evaluated on a grid shifted to it
+  (a run of ours resumed four times evaluated at 5k, 12k, 18k, 20k, 30k,
+  32k and 42k frames instead of 5k, 15k, 25k, 35k). Only the first pass of a
+  start (no simulation state yet) asks metrics.jsonl; after it the loop is
+  the original's, whose carried state keeps the grid.
+  """
+  if state is not None:
+    return True
+  frames = frames_until_due(config.logdir, step, config.eval_every)
+  if frames:
     print(f'The next evaluation is due at {step + frames} frames, as in a run '
           f'never stopped: collecting {frames} frames first.')
   return not frames
+
+
+def steps_to_collect(config, step, state):
+  """Agent steps of this collection: up to the evaluation due next."""
+  if state is not None:
+    return config.eval_every // config.action_repeat  # The original's.
+  frames = frames_until_due(config.logdir, step, config.eval_every)
+  # At least one step, or a grid off the action repeat would stall the loop.
+  return max(1, frames // config.action_repeat)
 
 
 def last_evaluation(path):

@@ -98,39 +98,62 @@ def test_run_logs_the_mean_of_two_episodes(tmp_path):
 
 
 class TestSchedule:
-  """frames_until_due: a resumed run evaluates on the grid of one never
+  """Where dreamer.py's loop evaluates: a resumed run on the grid of one never
   stopped (prefill 5k, --eval_every 10k: 5k, 15k, 25k, ...)."""
 
+  STATE = ('carried', 'simulation', 'state')  # After a start's first pass.
+
+  def config(self, logdir, eval_every=10000, action_repeat=2):
+    return tools.AttrDict(
+        logdir=logdir, eval_every=eval_every, action_repeat=action_repeat)
+
   def test_fresh_run_evaluates_at_once(self, tmp_path):
-    assert evaluation.frames_until_due(tmp_path, 5000, 10000) == 0
+    config = self.config(tmp_path)
+    assert evaluation.due(config, 5000, None)
     append(tmp_path / 'metrics.jsonl', {'step': 5000, 'train/return': 1.0})
-    assert evaluation.due(tmp_path, 5000, 10000)
+    assert evaluation.due(config, 5000, None)
 
   def test_after_an_evaluation_a_whole_collection(self, tmp_path):
     append(tmp_path / 'metrics.jsonl', {'step': 5000, 'test/return': 1.0})
-    assert evaluation.frames_until_due(tmp_path, 5000, 10000) == 10000
+    assert evaluation.steps_to_collect(self.config(tmp_path), 5000, None) == (
+        5000)
 
   def test_resumed_between_evaluations_collects_up_to_the_next(
       self, tmp_path, capsys):
     append(tmp_path / 'metrics.jsonl', {'step': 5000, 'test/return': 1.0},
            {'step': 15000, 'test/return': 2.0},
            {'step': 18000, 'train/return': 3.0})
-    assert evaluation.frames_until_due(tmp_path, 18000, 10000) == 7000
-    assert not evaluation.due(tmp_path, 18000, 10000)
+    config = self.config(tmp_path)
+    assert not evaluation.due(config, 18000, None)
     assert 'due at 25000 frames' in capsys.readouterr().out
+    assert evaluation.steps_to_collect(config, 18000, None) == 3500
 
   def test_resumed_when_one_is_due(self, tmp_path):
     # Killed after the collection, before (or during) the evaluation.
     append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0})
-    assert evaluation.due(tmp_path, 25000, 10000)
-    assert evaluation.due(tmp_path, 26000, 10000)
+    assert evaluation.due(self.config(tmp_path), 25000, None)
+    assert evaluation.due(self.config(tmp_path), 26000, None)
+
+  def test_after_the_first_pass_the_originals_loop(self, tmp_path):
+    # The carried state holds any overshoot of the last collection (several
+    # environments, episodes of varying length); the log must not correct
+    # for it a second time.
+    append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0})
+    config = self.config(tmp_path)
+    assert evaluation.due(config, 18000, self.STATE)
+    assert evaluation.steps_to_collect(config, 27000, self.STATE) == 5000
+
+  def test_grid_off_the_action_repeat_still_collects(self, tmp_path):
+    append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0})
+    config = self.config(tmp_path, eval_every=1001, action_repeat=2)
+    assert evaluation.steps_to_collect(config, 16000, None) == 1
 
   def test_an_evaluation_cut_short_does_not_count(self, tmp_path):
     # --eval_episodes 3: two episode lines of the 25k evaluation, no mean.
     append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0},
            {'step': 25000, 'test/episode_return': 3.0},
            {'step': 25000, 'test/episode_return': 4.0})
-    assert evaluation.due(tmp_path, 25000, 10000)
+    assert evaluation.due(self.config(tmp_path), 25000, None)
 
   def test_truncated_line_is_skipped(self, tmp_path):
     append(tmp_path / 'metrics.jsonl', {'step': 15000, 'test/return': 2.0})
