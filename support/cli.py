@@ -107,6 +107,13 @@ def validate(config):
   for key in ('prefill', 'pretrain'):  # 0: no random episodes, no pretrain.
     if not c[key] >= 0:
       raise ConfigError(f'--{key} must be 0 or more, got {c[key]}.')
+  if c['eval_every'] < c['action_repeat']:
+    # eval_every // action_repeat agent steps between evaluations: 0 would
+    # evaluate forever without collecting.
+    raise ConfigError(
+        f'--eval_every {c["eval_every"]:g} is less than one agent step of '
+        f'--action_repeat {c["action_repeat"]} frames; use at least '
+        f'{c["action_repeat"]}.')
   episode = int(c['time_limit'] // c['action_repeat'])
   if c['batch_length'] > episode:
     raise ConfigError(

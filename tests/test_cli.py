@@ -88,6 +88,7 @@ class TestCommandLine:
       (['--parallel', 'gpu'], 'choose one of: none, thread, process'),
       (['--batch_size', '0'], '--batch_size must be positive'),
       (['--batch_length', '600'], 'longer than an episode can be'),
+      (['--eval_every', '1'], '--eval_every 1 is less than one agent step'),
       (['--batch_length', '5'], 'no frame to predict in the open-loop GIF'),
       (['--task', 'dmc_walker_fly'], 'walker_walk'),
       (['--task', 'mujoco_cheetah'], 'Unknown suite "mujoco"'),
