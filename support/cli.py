@@ -19,6 +19,7 @@ from support import gymtask
 from support import progress
 from support import renderer
 from support import replay
+from support import runtime
 from support import storage
 
 ACTIVATIONS = ('elu', 'relu', 'swish', 'leaky_relu')
@@ -275,7 +276,7 @@ def run(main, define_config, args_type, argv=None):
       return 128 + e.signum
     finally:
       progress.uninstall()
-  except (ConfigError, replay.DiskFull) as e:
+  except (ConfigError, replay.DiskFull, runtime.SeedsError) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
   except (progress.NonFiniteLoss, checkpoint.CheckpointError) as e:

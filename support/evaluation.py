@@ -11,6 +11,10 @@ both. With N = 1, the default, nothing here changes a metric.
 Episode lines may be written by worker processes (`--parallel process`), so
 the mean is taken from what metrics.jsonl holds after the evaluation, not
 from memory.
+
+Also when dreamer.py's loop evaluates: as the original, except that a run
+resumed between two evaluations first collects up to the one due next
+(due, steps_to_collect).
 """
 
 import json

@@ -15,7 +15,6 @@ from tf_keras import mixed_precision as prec
 # public name is a factory and cannot be subclassed.
 from tf_keras.src.mixed_precision import loss_scale_optimizer as lso
 
-from support import cli
 from support import storage
 
 
@@ -150,6 +149,10 @@ def seed_of_start(config, frames):
   return config
 
 
+class SeedsError(Exception):
+  """seeds.jsonl cannot be read; cli.py reports it as bad input."""
+
+
 def read_starts(path):
   try:
     text = path.read_text()
@@ -158,7 +161,7 @@ def read_starts(path):
   try:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
   except json.JSONDecodeError as e:
-    raise cli.ConfigError(
+    raise SeedsError(
         f'{path} is not one JSON object a line ({e}); it lists the seed of '
         'each start of this run. Restore it, or delete it to count this '
         'start as the first after the episodes stored.') from e

@@ -14,11 +14,13 @@ import zipfile
 
 # The module at the bottom of support/: it imports none of the others.
 
-# What a write cut short by a kill leaves, by folder below the logdir: our
-# episode files' temporary names, the replay cache's temporary folders, and
-# TensorFlow's temporary checkpoint folders.
+# What a write cut short by a kill leaves, by folder below the logdir: the
+# temporary names of our files (config.json, seeds.jsonl, episodes), the
+# replay cache's temporary folders, and TensorFlow's temporary checkpoint
+# folders.
 LEFTOVERS = (
-    ('episodes', '.*.tmp', 'file'), ('episodes/.cache', '.*.tmp', 'cache'),
+    ('.', '.*.tmp', 'file'), ('episodes', '.*.tmp', 'file'),
+    ('episodes/.cache', '.*.tmp', 'cache'),
     ('checkpoints', '*_temp*', 'checkpoint'))
 
 

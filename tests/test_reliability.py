@@ -546,6 +546,22 @@ class TestBadInput:
     assert before == after
 
 
+class TestDamagedSeeds:
+
+  def test_refused_and_kept(self, tmp_path):
+    # seeds.jsonl (support/runtime.py) decides a resume's seed: a damaged
+    # one is not silently restarted from.
+    damaged = '{"frames": 0, "seed": 0}\n{"fr'
+    (tmp_path / 'seeds.jsonl').write_text(damaged)
+    result = subprocess.run(
+        [sys.executable, 'dreamer.py', *FLAGS, '--logdir', str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert 'seeds.jsonl is not one JSON object a line' in result.stderr
+    assert (tmp_path / 'seeds.jsonl').read_text() == damaged
+    assert not (tmp_path / 'episodes').exists()
+
+
 class TestDiskFull:
 
   def test_episode_and_checkpoint_writes(self, tmp_path):

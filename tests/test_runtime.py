@@ -5,7 +5,6 @@ import json
 import pytest
 
 import tools
-from support import cli
 from support import runtime
 
 
@@ -75,6 +74,6 @@ class TestSeedOfStart:
 
   def test_damaged_list_is_refused_and_kept(self, tmp_path):
     (tmp_path / 'seeds.jsonl').write_text('{"frames": 0, "seed": 0}\n{"fr')
-    with pytest.raises(cli.ConfigError, match='seeds.jsonl is not one JSON object'):
+    with pytest.raises(runtime.SeedsError, match='is not one JSON object'):
       runtime.seed_of_start(config_of(tmp_path), 1000)
     assert (tmp_path / 'seeds.jsonl').read_text().endswith('{"fr')
