@@ -79,15 +79,7 @@ class Evaluation:
     with self._path.open('rb') as f:
       f.seek(self._start)
       text = f.read().decode('utf-8', errors='replace')
-    episodes = []
-    for line in text.splitlines():
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # A truncated line of a killed writer.
-      if isinstance(entry, dict) and 'test/episode_return' in entry:
-        episodes.append(entry)
-    return episodes
+    return [e for e in _entries(text) if 'test/episode_return' in e]
 
 
 def frames_until_due(logdir, step, every):
@@ -134,17 +126,21 @@ def last_evaluation(path):
     text = path.read_text(errors='replace')
   except FileNotFoundError:
     return None
-  last = None
+  # With --eval_episodes N > 1 only the mean line has test/return, so an
+  # evaluation a kill cut short does not count.
+  steps = [e['step'] for e in _entries(text) if 'test/return' in e]
+  return max(steps) if steps else None
+
+
+def _entries(text):
+  """The JSON objects of metrics.jsonl's lines."""
   for line in text.splitlines():
     try:
       entry = json.loads(line)
     except json.JSONDecodeError:
       continue  # A truncated line of a killed writer.
-    # With --eval_episodes N > 1 only the mean line has test/return, so an
-    # evaluation a kill cut short does not count.
-    if isinstance(entry, dict) and 'test/return' in entry:
-      last = entry['step'] if last is None else max(last, entry['step'])
-  return last
+    if isinstance(entry, dict):
+      yield entry
 
 
 def _summarize(line):
