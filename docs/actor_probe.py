@@ -14,6 +14,13 @@ actions, all imagined over the run's horizon as in training, with each
 one's difference to the actor's, as mean and standard error over batches.
 A policy at its bound whose model rates no other action higher has little
 gradient to leave it (scores/paper/README.md).
+
+It also prints the gradient that training's actor loss sends to each action
+the actor imagines (--horizon steps from every posterior state): its sign
+says whether the model would move the action up or down, and times tanh's
+slope 1 - a² it is what reaches the actor's pre-tanh sample. --precision 32
+repeats everything in float32 on the same batches and noise, to see what a
+run's 16-bit precision (bfloat16 on a CPU) does to these figures.
 Reads the run; writes nothing there (the replay's cache goes to scratch).
 """
 
@@ -45,6 +52,12 @@ def imagined_return(agent, config, start, policy):
   states = tools.static_scan(
       lambda prev, _: agent._dynamics.img_step(prev, policy(prev)),
       tf.range(config.horizon), start)
+  returns, _, reward, value = lambda_returns(agent, config, states)
+  return [float(tf.reduce_mean(x)) for x in (returns[0], reward, value)]
+
+
+def lambda_returns(agent, config, states):
+  """Training's λ-returns of imagined states, their weights, reward, value."""
   feat = agent._dynamics.get_feat(states)
   reward = agent._reward(feat).mode()
   value = agent._value(feat).mode()
@@ -55,7 +68,39 @@ def imagined_return(agent, config, start, policy):
   returns = tools.lambda_return(
       reward[:-1], value[:-1], pcont[:-1], bootstrap=value[-1],
       lambda_=config.disclam, axis=0)
-  return [float(tf.reduce_mean(x)) for x in (returns[0], reward, value)]
+  discount = tf.math.cumprod(tf.concat(
+      [tf.ones_like(pcont[:1]), pcont[:-2]], 0), 0)
+  return returns, discount, reward, value
+
+
+def action_gradient(agent, config, start, actdim):
+  """The actor loss's gradient with respect to each imagined action.
+
+  Training's actor loss is minus the mean of discount x λ-return over the
+  imagined steps and start states. Returns minus its gradient with respect
+  to each action the actor took (an offset of zero is added to each, and
+  differentiated), times the number of entries of that mean, so an entry is
+  how the weighted λ-returns change per unit of that one action: positive
+  means the model would score a larger action higher. Also returns the
+  actions. As in training, the actor sees its states through stop_gradient.
+  """
+  size = tf.nest.flatten(start)[0].shape[0]
+  offsets = tf.zeros([config.horizon, size, actdim])
+
+  def step(prev, offset):
+    feat = tf.stop_gradient(agent._dynamics.get_feat(prev))
+    action = agent._actor(feat).sample() + offset
+    return dict(agent._dynamics.img_step(prev, action), action=action)
+
+  with tf.GradientTape() as tape:
+    tape.watch(offsets)
+    states = tools.static_scan(
+        step, offsets, dict(start, action=offsets[0]))
+    returns, discount, _, _ = lambda_returns(agent, config, states)
+    loss = -tf.reduce_mean(tf.stop_gradient(discount) * returns)
+  entries = tf.cast(tf.size(returns), tf.float32)
+  gradient = -entries * tape.gradient(loss, offsets)
+  return gradient.numpy(), states['action'].numpy()
 
 
 def policies(agent, actdim):
@@ -104,6 +149,7 @@ def probe(args):
         f'--batches must be at least 2 (for a standard error), got '
         f'{args.batches}.')
   config.seed = args.seed  # The episodes drawn, their chunks, the noise.
+  config.precision = args.precision or config.precision
   runtime.set_precision(config)
   runtime.set_seed(args.seed)
   with tempfile.TemporaryDirectory(prefix='dreamer-probe-') as scratch:
@@ -130,9 +176,11 @@ def measure(agent, config, actdim, data):
   normal = normal.distribution.distribution  # Independent, then tanh.
   flatten = lambda x: tf.reshape(x, [-1] + list(x.shape[2:]))
   start = {k: flatten(v) for k, v in post.items()}
+  gradient, actions = action_gradient(agent, config, start, actdim)
   return dict(
       action=np.asarray(data['action']), loc=normal.loc.numpy(),
       scale=normal.scale.numpy(), states=start['deter'].shape[0],
+      gradient=gradient, actions=actions,
       policies={name: imagined_return(agent, config, start, policy)
                 for name, policy in policies(agent, actdim)})
 
@@ -159,11 +207,30 @@ def report(config, rows):
     print(f'  {name:<28} {mean_error(ret):>15} '
           f'{mean_error(ret - actor):>15} {reward.mean():7.3f} '
           f'{value.mean():7.3f}')
+  report_gradient(rows)
 
 
-def mean_error(values):
+def report_gradient(rows):
+  """The actor loss's gradient at the actor's imagined actions."""
+  gradient = np.array([r['gradient'].mean() for r in rows])
+  slope = np.array([(r['gradient'] * (1 - r['actions'] ** 2)).mean()
+                    for r in rows])
+  every = np.concatenate([r['gradient'].ravel() for r in rows])
+  actions = np.concatenate([r['actions'].ravel() for r in rows])
+  print(f'The actor loss\'s gradient at the actor\'s {every.size} imagined '
+        f'actions (mean |a| {np.abs(actions).mean():.5f}), as the weighted '
+        'λ-return\'s change per unit of one action, mean ± standard error '
+        'over the batches:')
+  print(f'  d return / d action: {mean_error(gradient, 6, "+")}, positive at '
+        f'{np.mean(every > 0):.3f} of the actions, mean |.| '
+        f'{np.abs(every).mean():.6f}')
+  print(f'  times tanh\'s slope 1 - a² (what reaches the pre-tanh sample): '
+        f'{mean_error(slope, 8, "+")}')
+
+
+def mean_error(values, digits=3, sign=''):
   error = values.std(ddof=1) / np.sqrt(len(values))
-  return f'{values.mean():.3f} ± {error:.3f}'
+  return f'{values.mean():{sign}.{digits}f} ± {error:.{digits}f}'
 
 
 def main(argv=None):
@@ -173,6 +240,10 @@ def main(argv=None):
                       help='a checkpoint prefix (default: the newest)')
   parser.add_argument('--batches', type=int, default=5,
                       help='replay batches to average over')
+  parser.add_argument('--precision', type=int, choices=(16, 32),
+                      default=None,
+                      help="the run's own unless given (16: mixed, bfloat16 "
+                      'on a CPU)')
   parser.add_argument('--seed', type=int, default=0,
                       help='seeds the episodes drawn, their chunks and the '
                       'sampling noise')

@@ -1,12 +1,19 @@
-"""docs/actor_probe.py on the shared tiny run: what it prints, a run untouched."""
+"""docs/actor_probe.py: its gradient against the equations; on the shared
+tiny run, what it prints, and a run untouched."""
 
+import importlib.util
+import pathlib
 import re
 import shutil
+import types
 
+import numpy as np
 import pytest
 
 from runs import run
 from test_evaluate import fingerprint
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 POLICIES = ['actor', 'constant -1.0', 'constant -0.5', 'constant +0.0',
             'constant +0.5', 'constant +1.0', 'actor + N(0, 0.3), clipped',
@@ -23,10 +30,12 @@ def test_prints_the_actor_and_each_policy_and_leaves_the_run(
   # The replay would build its cache anew in the run's folder if it read it.
   shutil.rmtree(logdir / 'episodes' / '.cache')
   before = fingerprint(logdir), sorted(logdir.rglob('*'))
-  code, output = run('--logdir', logdir, '--batches', '3',
+  # The tiny run's own precision is 16; the flag sets another.
+  code, output = run('--logdir', logdir, '--batches', '3', '--precision', '32',
                      script='docs/actor_probe.py')
   assert code == 0, output[-3000:]
-  assert re.search(r'Checkpoint \S+ckpt-3000; 3 batches of 4 x 16 ', output)
+  assert re.search(r'Checkpoint \S+ckpt-3000; 3 batches of 4 x 16 replay '
+                   r'steps, precision 32\.', output)
   actor = re.search(rf'pre-tanh mean {NUMBER} \({NUMBER} to {NUMBER}\), '
                     rf'std {NUMBER}', output)
   mean, low, high, std = map(float, actor.groups())
@@ -39,6 +48,14 @@ def test_prints_the_actor_and_each_policy_and_leaves_the_run(
     assert abs(ret - rows['actor'][0] - difference) <= 0.0015, name
   # Constant actions differ, so the model's rewards for them do too.
   assert len({rows[name][4] for name in POLICIES[1:6]}) > 1, output
+  # The gradient at each of 4 x 16 states' 15 imagined actions.
+  gradient = re.search(
+      rf'at the actor\'s (\d+) imagined actions.*\n.*d return / d action: '
+      rf'{NUMBER} ± {NUMBER}, positive at {NUMBER} of the actions, mean '
+      rf'\|\.\| {NUMBER}\n.*pre-tanh sample\): {NUMBER} ± {NUMBER}', output)
+  count, mean, _, positive, size, slope, _ = map(float, gradient.groups())
+  assert count == 3 * 4 * 16 * 15 and 0 <= positive <= 1, output
+  assert abs(mean) <= size and abs(slope) <= size and size > 0, output
   assert (fingerprint(logdir), sorted(logdir.rglob('*'))) == before
 
 
@@ -51,3 +68,69 @@ def test_refuses_with_a_message(tmp_path, flags, message):
   code, output = run('--logdir', tmp_path, *flags,
                      script='docs/actor_probe.py')
   assert code == 2 and message in output, output
+
+
+def load_script():
+  spec = importlib.util.spec_from_file_location(
+      'actor_probe', ROOT / 'docs' / 'actor_probe.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class Toy:
+  """An agent whose imagination is a sum: deter += action at each step.
+
+  Reward deter², value deter / 2, and an actor that takes fixed actions
+  (one per start state, whatever the state), so the actor loss's gradient
+  is known in closed form; see objective().
+  """
+
+  def __init__(self, actions):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    head = lambda f: (lambda feat: types.SimpleNamespace(mode=lambda: f(feat)))
+    self._dynamics = self
+    self._actor = lambda feat: types.SimpleNamespace(
+        sample=lambda: tf.constant(actions, tf.float32))
+    self._reward = head(lambda feat: feat[..., 0] ** 2)
+    self._value = head(lambda feat: 0.5 * feat[..., 0])
+
+  def get_feat(self, state):
+    return state['deter']
+
+  def img_step(self, prev, action):
+    return {'deter': prev['deter'] + action, 'stoch': prev['stoch']}
+
+
+def objective(start, actions, offsets, discount, disclam):
+  """Sum over start states and steps of discount^t x λ-return, in NumPy."""
+  deter = start + np.cumsum(actions[None] + offsets, 0)[..., 0]
+  reward, value = deter ** 2, 0.5 * deter
+  returns = [value[-1]]  # The bootstrap.
+  for t in reversed(range(len(deter) - 1)):
+    returns.insert(0, reward[t] + discount * (
+        (1 - disclam) * value[t + 1] + disclam * returns[0]))
+  weights = discount ** np.arange(len(deter) - 1)
+  return sum(w * r for w, r in zip(weights, returns[:-1])).sum()
+
+
+def test_action_gradient_is_the_actor_loss_gradient_per_action():
+  probe = load_script()
+  config = types.SimpleNamespace(
+      horizon=5, discount=0.9, disclam=0.8, pcont=False)
+  start = np.array([0.5, -1.0, 2.0])
+  actions = np.array([[0.3], [-0.7], [0.1]])
+  gradient, taken = probe.action_gradient(
+      Toy(actions), config, {'deter': start[:, None].astype(np.float32),
+                             'stoch': np.zeros((3, 1), np.float32)}, 1)
+  assert gradient.shape == taken.shape == (5, 3, 1)
+  np.testing.assert_allclose(taken, np.broadcast_to(actions, (5, 3, 1)),
+                             rtol=1e-6)
+  expected = np.zeros((5, 3, 1))
+  for index in np.ndindex(expected.shape):
+    step = np.zeros((5, 3, 1))
+    step[index] = 1e-6
+    expected[index] = (
+        objective(start, actions, step, 0.9, 0.8) -
+        objective(start, actions, -step, 0.9, 0.8)) / 2e-6
+  np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-4)
