@@ -16,11 +16,13 @@ A policy at its bound whose model rates no other action higher has little
 gradient to leave it (scores/paper/README.md).
 
 It also prints the gradient that training's actor loss sends to each action
-the actor imagines (--horizon steps from every posterior state): its sign
-says whether the model would move the action up or down, and times tanh's
-slope 1 - a² it is what reaches the actor's pre-tanh sample. --precision 32
-repeats everything in float32 on the same batches and noise, to see what a
-run's 16-bit precision (bfloat16 on a CPU) does to these figures.
+the actor imagines (over the run's horizon from every posterior state): its
+sign says whether the world model and value head would score a larger action
+higher, and times tanh's slope 1 - a² it is what reaches the actor's
+pre-tanh sample (what the actor's weights then do with it is Adam's, and not
+measured here). --precision 32 repeats everything in float32 on the same
+batches and noise, to see what a run's 16-bit precision (bfloat16 on a CPU)
+does to these figures.
 Reads the run; writes nothing there (the replay's cache goes to scratch).
 """
 
@@ -174,6 +176,8 @@ def measure(agent, config, actdim, data):
   post, _ = agent._dynamics.observe(agent._encode(data), data['action'])
   normal = agent._actor(agent._dynamics.get_feat(post))
   normal = normal.distribution.distribution  # Independent, then tanh.
+  if config.pcont:  # As training's imagination: the last could be terminal.
+    post = {k: v[:, :-1] for k, v in post.items()}
   flatten = lambda x: tf.reshape(x, [-1] + list(x.shape[2:]))
   start = {k: flatten(v) for k, v in post.items()}
   gradient, actions = action_gradient(agent, config, start, actdim)
@@ -218,9 +222,12 @@ def report_gradient(rows):
   every = np.concatenate([r['gradient'].ravel() for r in rows])
   actions = np.concatenate([r['actions'].ravel() for r in rows])
   print(f'The actor loss\'s gradient at the actor\'s {every.size} imagined '
-        f'actions (mean |a| {np.abs(actions).mean():.5f}), as the weighted '
-        'λ-return\'s change per unit of one action, mean ± standard error '
-        'over the batches:')
+        f'actions a (mean {actions.mean():+.5f}, mean |a| '
+        f'{np.abs(actions).mean():.5f}, mean 1 - a² '
+        f'{np.mean(1 - actions ** 2):.3g}): how the sum over a start\'s '
+        'horizon of discount x λ-return changes per unit of one action; '
+        'means ± standard error over the batches, shares and |.| over all '
+        'actions:')
   print(f'  d return / d action: {mean_error(gradient, 6, "+")}, positive at '
         f'{np.mean(every > 0):.3f} of the actions, mean |.| '
         f'{np.abs(every).mean():.6f}')

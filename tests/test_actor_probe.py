@@ -23,19 +23,21 @@ ROW = (rf'^  (.+?) +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} '
        rf'+{NUMBER}$')
 
 
+@pytest.mark.parametrize('precision', [[], ['--precision', '32']])
 def test_prints_the_actor_and_each_policy_and_leaves_the_run(
-    cartpole_run, tmp_path):
+    cartpole_run, tmp_path, precision):
   logdir = tmp_path / 'run'
   shutil.copytree(cartpole_run[0], logdir)
   # The replay would build its cache anew in the run's folder if it read it.
   shutil.rmtree(logdir / 'episodes' / '.cache')
   before = fingerprint(logdir), sorted(logdir.rglob('*'))
-  # The tiny run's own precision is 16; the flag sets another.
-  code, output = run('--logdir', logdir, '--batches', '3', '--precision', '32',
+  code, output = run('--logdir', logdir, '--batches', '3', *precision,
                      script='docs/actor_probe.py')
   assert code == 0, output[-3000:]
+  # The tiny run's own precision is 16; the flag sets another.
   assert re.search(r'Checkpoint \S+ckpt-3000; 3 batches of 4 x 16 replay '
-                   r'steps, precision 32\.', output)
+                   rf'steps, precision {precision[-1] if precision else 16}\.',
+                   output)
   actor = re.search(rf'pre-tanh mean {NUMBER} \({NUMBER} to {NUMBER}\), '
                     rf'std {NUMBER}', output)
   mean, low, high, std = map(float, actor.groups())
@@ -81,19 +83,21 @@ def load_script():
 class Toy:
   """An agent whose imagination is a sum: deter += action at each step.
 
-  Reward deter², value deter / 2, and an actor that takes fixed actions
-  (one per start state, whatever the state), so the actor loss's gradient
-  is known in closed form; see objective().
+  Its actor takes base + 0.3 x deter; reward deter², value deter / 2, and
+  a continuation probability that depends on deter, so the actor loss's
+  gradient can be written out in NumPy; see objective().
   """
 
-  def __init__(self, actions):
+  def __init__(self, base):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    head = lambda f: (lambda feat: types.SimpleNamespace(mode=lambda: f(feat)))
+    head = lambda name, f: (lambda feat: types.SimpleNamespace(
+        **{name: lambda: f(feat)}))
     self._dynamics = self
     self._actor = lambda feat: types.SimpleNamespace(
-        sample=lambda: tf.constant(actions, tf.float32))
-    self._reward = head(lambda feat: feat[..., 0] ** 2)
-    self._value = head(lambda feat: 0.5 * feat[..., 0])
+        sample=lambda: tf.constant(base, tf.float32) + 0.3 * feat)
+    self._reward = head('mode', lambda feat: feat[..., 0] ** 2)
+    self._value = head('mode', lambda feat: 0.5 * feat[..., 0])
+    self._pcont = head('mean', lambda feat: 0.9 - 0.05 * tf.tanh(feat[..., 0]))
 
   def get_feat(self, state):
     return state['deter']
@@ -102,35 +106,55 @@ class Toy:
     return {'deter': prev['deter'] + action, 'stoch': prev['stoch']}
 
 
-def objective(start, actions, offsets, discount, disclam):
-  """Sum over start states and steps of discount^t x λ-return, in NumPy."""
-  deter = start + np.cumsum(actions[None] + offsets, 0)[..., 0]
+def rollout(start, actions):
+  deter = start + np.cumsum(actions, 0)[..., 0]
+  return deter, 0.9 - 0.05 * np.tanh(deter)
+
+
+def objective(start, base, offsets, disclam):
+  """Training's weighted λ-returns summed, written out in NumPy.
+
+  As in training, the actor sees its states through stop_gradient and the
+  weights (products of continuation probabilities) are constants: both are
+  held at their values without offsets; only the actions' offsets, and
+  through them the states, rewards, values and the λ-return's own
+  continuation probabilities, change.
+  """
+  actions = actor_actions(start, base)
+  deter, pcont = rollout(start, actions + offsets)
+  _, fixed = rollout(start, actions)
   reward, value = deter ** 2, 0.5 * deter
   returns = [value[-1]]  # The bootstrap.
   for t in reversed(range(len(deter) - 1)):
-    returns.insert(0, reward[t] + discount * (
+    returns.insert(0, reward[t] + pcont[t] * (
         (1 - disclam) * value[t + 1] + disclam * returns[0]))
-  weights = discount ** np.arange(len(deter) - 1)
-  return sum(w * r for w, r in zip(weights, returns[:-1])).sum()
+  weights = np.cumprod(np.concatenate([np.ones_like(fixed[:1]), fixed[:-2]]),
+                       0)
+  return (weights * np.array(returns[:-1])).sum()
+
+
+def actor_actions(start, base, steps=5):
+  deter, actions = start, []
+  for _ in range(steps):
+    actions.append(base[:, 0] + 0.3 * deter)
+    deter = deter + actions[-1]
+  return np.array(actions)[..., None]
 
 
 def test_action_gradient_is_the_actor_loss_gradient_per_action():
   probe = load_script()
-  config = types.SimpleNamespace(
-      horizon=5, discount=0.9, disclam=0.8, pcont=False)
+  config = types.SimpleNamespace(horizon=5, disclam=0.8, pcont=True)
   start = np.array([0.5, -1.0, 2.0])
-  actions = np.array([[0.3], [-0.7], [0.1]])
+  base = np.array([[0.3], [-0.7], [0.1]])
   gradient, taken = probe.action_gradient(
-      Toy(actions), config, {'deter': start[:, None].astype(np.float32),
-                             'stoch': np.zeros((3, 1), np.float32)}, 1)
+      Toy(base), config, {'deter': start[:, None].astype(np.float32),
+                          'stoch': np.zeros((3, 1), np.float32)}, 1)
   assert gradient.shape == taken.shape == (5, 3, 1)
-  np.testing.assert_allclose(taken, np.broadcast_to(actions, (5, 3, 1)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(taken, actor_actions(start, base), rtol=1e-5)
   expected = np.zeros((5, 3, 1))
   for index in np.ndindex(expected.shape):
     step = np.zeros((5, 3, 1))
     step[index] = 1e-6
-    expected[index] = (
-        objective(start, actions, step, 0.9, 0.8) -
-        objective(start, actions, -step, 0.9, 0.8)) / 2e-6
+    expected[index] = (objective(start, base, step, 0.8) -
+                       objective(start, base, -step, 0.8)) / 2e-6
   np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-4)
