@@ -20,7 +20,8 @@ the actor imagines (over the run's horizon from every posterior state): its
 sign says whether the world model and value head would score a larger action
 higher, and times tanh's slope 1 - a² it is what reaches the actor's
 pre-tanh sample (what the actor's weights then do with it is Adam's, and not
-measured here). --precision 32 repeats everything in float32 on the same
+measured here; the last lines say how far Adam moved them at the last
+update, as a fraction of the learning rate). --precision 32 repeats everything in float32 on the same
 batches and noise, to see what a run's 16-bit precision (bfloat16 on a CPU)
 does to these figures.
 Reads the run; writes nothing there (the replay's cache goes to scratch).
@@ -121,6 +122,29 @@ def policies(agent, actdim):
       [size(state), actdim], -1, 1)
 
 
+def adam_steps(agent):
+  """The actor's last Adam update of each weight over the learning rate.
+
+  From the checkpoint's moments m and v after that update, at its step t
+  (tf_keras's Adam): lr x sqrt(1 - beta_2^t) / (1 - beta_1^t) x m / (sqrt(v)
+  + epsilon), divided by lr. Near 1 where a gradient's sign held for long;
+  far below where v still remembers larger gradients than the recent ones.
+  Returns one array per actor variable, in the optimizer's order; the
+  bias-corrected moments m / (1 - beta_1^t) and sqrt(v / (1 - beta_2^t)) of
+  its last variable (the output layer's bias); and t.
+  """
+  opt = agent._actor_opt._opt
+  opt = getattr(opt, 'inner_optimizer', opt)  # Loss scaling under float16.
+  t = float(opt.iterations.numpy())
+  scale = np.sqrt(1 - opt.beta_2 ** t) / (1 - opt.beta_1 ** t)
+  moments = [(m.numpy(), v.numpy())
+             for m, v in zip(opt._momentums, opt._velocities)]
+  steps = [scale * np.abs(m) / (np.sqrt(v) + opt.epsilon) for m, v in moments]
+  m, v = moments[-1]
+  return steps, (m / (1 - opt.beta_1 ** t),
+                 np.sqrt(v / (1 - opt.beta_2 ** t))), int(t)
+
+
 def replay_sample(datadir, scratch, config):
   """Links batch_size episodes drawn at random into a scratch folder.
 
@@ -168,7 +192,9 @@ def probe(args):
           f'precision {config.precision}.')
     rows = [measure(agent, config, actdim, next(dataset))
             for _ in range(args.batches)]
+    adam = adam_steps(agent)
   report(config, rows)
+  report_adam(*adam, actdim)
 
 
 def measure(agent, config, actdim, data):
@@ -233,6 +259,18 @@ def report_gradient(rows):
         f'{np.abs(every).mean():.6f}')
   print(f'  times tanh\'s slope 1 - a² (what reaches the pre-tanh sample): '
         f'{mean_error(slope, 8, "+")}')
+
+
+def report_adam(steps, bias, updates, actdim):
+  every = np.concatenate([x.ravel() for x in steps])
+  quantiles = np.quantile(every, [0.5, 0.99])
+  numbers = lambda x: ', '.join(f'{y:.3g}' for y in x[:actdim])
+  print(f'The actor\'s last Adam update (after {updates}) over the '
+        f'learning rate, for its {every.size} weights: median '
+        f'{quantiles[0]:.3g}, 99th percentile {quantiles[1]:.3g}, largest '
+        f'{every.max():.3g}; for the output layer\'s biases of the mean: '
+        f'{numbers(steps[-1])} (bias-corrected moments m {numbers(bias[0])}, '
+        f'sqrt(v) {numbers(bias[1])})')
 
 
 def mean_error(values, digits=3, sign=''):

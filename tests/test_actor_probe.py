@@ -19,6 +19,7 @@ POLICIES = ['actor', 'constant -1.0', 'constant -0.5', 'constant +0.0',
             'constant +0.5', 'constant +1.0', 'actor + N(0, 0.3), clipped',
             'actor + N(0, 1.0), clipped', 'uniform random']
 NUMBER = r'([-+]?[\d.]+)'
+GENERAL = r'([-+]?[\d.]+(?:e[-+]\d+)?)'  # Also as %g prints small ones.
 ROW = (rf'^  (.+?) +{NUMBER} ± {NUMBER} +{NUMBER} ± {NUMBER} +{NUMBER} '
        rf'+{NUMBER}$')
 
@@ -58,6 +59,17 @@ def test_prints_the_actor_and_each_policy_and_leaves_the_run(
   count, mean, _, positive, size, slope, _ = map(float, gradient.groups())
   assert count == 3 * 4 * 16 * 15 and 0 <= positive <= 1, output
   assert abs(mean) <= size and abs(slope) <= size and size > 0, output
+  # The tiny run's actor: the original's building step, 5 pretraining
+  # updates at 1000 frames, and 5 in each phase at 1500, 2000 and 2500.
+  adam = re.search(
+      rf'last Adam update \(after (\d+)\).* median {GENERAL}, 99th '
+      rf'percentile {GENERAL}, largest {GENERAL}; .* the mean: {GENERAL} ',
+      output, re.M)
+  updates, median, high, largest, bias = map(float, adam.groups())
+  assert updates == 21 and 0 < median <= high <= largest, output
+  assert 0 < bias <= largest, output
+  assert re.search(rf'\(bias-corrected moments m {GENERAL}, sqrt\(v\) '
+                   rf'{GENERAL}\)$', output, re.M), output
   assert (fingerprint(logdir), sorted(logdir.rglob('*'))) == before
 
 
@@ -158,3 +170,30 @@ def test_action_gradient_is_the_actor_loss_gradient_per_action():
     expected[index] = (objective(start, base, step, 0.8) -
                        objective(start, base, -step, 0.8)) / 2e-6
   np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_adam_steps_are_the_last_updates_over_the_learning_rate():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  probe = load_script()
+  variable = tf.Variable([1.0, -2.0, 3.0, 0.5])
+  optimizer = tf_keras.optimizers.Adam(0.01)
+  # Large gradients, then small ones: v remembers the large ones.
+  for gradient in ([1.0, 0.5, -2.0, 0.0], [0.1, -0.5, -1.0, 0.0],
+                   [0.001, 0.2, -0.5, 1e-3]):
+    before = variable.numpy()
+    optimizer.apply_gradients([(tf.constant(gradient), variable)])
+  agent = types.SimpleNamespace(
+      _actor_opt=types.SimpleNamespace(_opt=optimizer))
+  (steps,), (m, root_v), updates = probe.adam_steps(agent)
+  assert updates == 3
+  np.testing.assert_allclose(
+      0.01 * steps, np.abs(variable.numpy() - before), rtol=1e-4)
+  # The moments by hand, with beta_1 0.9 and beta_2 0.999.
+  gradients = np.array([[1.0, 0.5, -2.0, 0.0], [0.1, -0.5, -1.0, 0.0],
+                        [0.001, 0.2, -0.5, 1e-3]])
+  weights = lambda beta: beta ** np.arange(2, -1, -1)[:, None] * (1 - beta)
+  np.testing.assert_allclose(
+      m, (weights(0.9) * gradients).sum(0) / (1 - 0.9 ** 3), rtol=1e-5)
+  np.testing.assert_allclose(root_v, np.sqrt(
+      (weights(0.999) * gradients ** 2).sum(0) / (1 - 0.999 ** 3)), rtol=1e-5)
