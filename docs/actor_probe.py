@@ -5,7 +5,8 @@
       --checkpoint LOGDIR/checkpoints/ckpt-20000
 
 For a checkpoint of a continuous-action run, on --batches replay batches of
-the run's size (drawn from batch_size of its episodes, picked at random):
+the run's size (drawn from batch_size of the episodes stored when the
+checkpoint was saved, picked at random; later ones are left out):
 the actor's pre-tanh mean and standard deviation on the posterior states
 (how many actions sit at the tanh bound), and the λ-return that the world
 model and value head predict from those states for the actor's own policy,
@@ -19,19 +20,21 @@ It also prints the gradient that training's actor loss sends to each action
 the actor imagines (over the run's horizon from every posterior state): its
 sign says whether the world model and value head would score a larger action
 higher, and times tanh's slope 1 - a² it is what reaches the actor's
-pre-tanh sample (what the actor's weights then do with it is Adam's, and not
-measured here; the last lines say how far Adam moved them at the last
-update, as a fraction of the learning rate). --precision 32 repeats everything in float32 on the same
-batches and noise, to see what a run's 16-bit precision (bfloat16 on a CPU)
-does to these figures.
+pre-tanh sample. What the actor's weights then do with it is Adam's: the
+last lines say how far Adam's last update moved them, over the learning
+rate, and what gradient norm its second moment remembers. --precision 32
+repeats everything in float32 on the same batches and noise, to see what a
+run's 16-bit precision (bfloat16 on a CPU) does to these figures.
 Reads the run; writes nothing there (the replay's cache goes to scratch).
 """
 
 import argparse
 import os
 import pathlib
+import re
 import sys
 import tempfile
+import types
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -45,6 +48,7 @@ import dreamer  # noqa: E402
 import evaluate  # noqa: E402
 import tools  # noqa: E402
 from support import runtime  # noqa: E402
+from support import storage  # noqa: E402
 
 CONSTANTS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 NOISE = (0.3, 1.0)
@@ -125,35 +129,66 @@ def policies(agent, actdim):
 def adam_steps(agent):
   """The actor's last Adam update of each weight over the learning rate.
 
-  From the checkpoint's moments m and v after that update, at its step t
-  (tf_keras's Adam): lr x sqrt(1 - beta_2^t) / (1 - beta_1^t) x m / (sqrt(v)
-  + epsilon), divided by lr. Near 1 where a gradient's sign held for long;
-  far below where v still remembers larger gradients than the recent ones.
-  Returns one array per actor variable, in the optimizer's order; the
-  bias-corrected moments m / (1 - beta_1^t) and sqrt(v / (1 - beta_2^t)) of
-  its last variable (the output layer's bias); and t.
+  From the checkpoint's moments m and v after that update, at its step
+  count t (tf_keras's Adam, without amsgrad): the update is -lr x sqrt(1 -
+  beta_2^t) / (1 - beta_1^t) x m / (sqrt(v) + epsilon); divided by lr, its
+  size is near 1 where a gradient's sign held for long, and far below where
+  v still remembers larger gradients than the recent ones. Returns the
+  sizes (one array per actor variable, in the optimizer's order), the
+  signed update of the last variable (the output layer's bias; positive
+  raises the output), that bias's bias-corrected moments m^ and sqrt(v^),
+  the square root of v^ summed over all weights (the gradient norm that
+  Adam's second moment remembers), and t.
   """
   opt = agent._actor_opt._opt
   opt = getattr(opt, 'inner_optimizer', opt)  # Loss scaling under float16.
+  if opt.amsgrad:
+    raise evaluate.EvalError('The probe reads Adam without amsgrad.')
   t = float(opt.iterations.numpy())
-  scale = np.sqrt(1 - opt.beta_2 ** t) / (1 - opt.beta_1 ** t)
+  first, second = 1 - opt.beta_1 ** t, 1 - opt.beta_2 ** t
   moments = [(m.numpy(), v.numpy())
              for m, v in zip(opt._momentums, opt._velocities)]
-  steps = [scale * np.abs(m) / (np.sqrt(v) + opt.epsilon) for m, v in moments]
+  updates = [-np.sqrt(second) / first * m / (np.sqrt(v) + opt.epsilon)
+             for m, v in moments]
   m, v = moments[-1]
-  return steps, (m / (1 - opt.beta_1 ** t),
-                 np.sqrt(v / (1 - opt.beta_2 ** t))), int(t)
+  return types.SimpleNamespace(
+      sizes=[np.abs(x) for x in updates], bias_update=updates[-1],
+      bias_m=m / first, bias_root_v=np.sqrt(v / second),
+      root_sum_v=np.sqrt(sum(v.sum() for _, v in moments) / second),
+      count=int(t))
 
 
-def replay_sample(datadir, scratch, config):
-  """Links batch_size episodes drawn at random into a scratch folder.
+def episodes_until(datadir, frames, config):
+  """The episodes a checkpoint at `frames` had stored, oldest first.
+
+  Episode names begin with the time they were stored, and a run's frames
+  are its stored episodes' steps; the episodes stored since the checkpoint
+  are left out. All of them if `frames` is None.
+  """
+  files, total = [], 0
+  for filename in sorted(datadir.glob('*.npz')):
+    length = storage.episode_length(filename)
+    if length is None:
+      continue
+    total += (length - 1) * config.action_repeat
+    if frames is not None and total > frames:
+      break
+    files.append(filename)
+  return files
+
+
+def checkpoint_frames(path):
+  # dreamer.py names its checkpoints after the frames stored (ckpt-16000).
+  match = re.search(r'ckpt-(\d+)$', str(path))
+  return int(match.group(1)) if match else None
+
+
+def replay_sample(files, scratch, config):
+  """Links batch_size of the files drawn at random into a scratch folder.
 
   The replay builds its cache beside the episodes it reads, so it reads
   links in scratch, never the run's folder (which a running run also uses).
   """
-  files = sorted(datadir.glob('*.npz'))
-  if not files:
-    raise evaluate.EvalError(f'{datadir} holds no episode.')
   rng = np.random.RandomState(config.seed)
   folder = scratch / 'replay'
   folder.mkdir()
@@ -185,16 +220,21 @@ def probe(args):
     agent, restored = evaluate.build_agent(
         config, logdir, args.checkpoint, env.action_space, scratch)
     env.close()
+    files = episodes_until(
+        logdir / 'episodes', checkpoint_frames(restored), config)
+    if not files:
+      raise evaluate.EvalError(f'{logdir / "episodes"} holds no episode '
+                               f'of {restored}.')
     dataset = iter(dreamer.load_dataset(
-        replay_sample(logdir / 'episodes', scratch, config), config))
+        replay_sample(files, scratch, config), config))
     print(f'Checkpoint {restored}; {args.batches} batches of '
-          f'{config.batch_size} x {config.batch_length} replay steps, '
-          f'precision {config.precision}.')
+          f'{config.batch_size} x {config.batch_length} replay steps from '
+          f'its {len(files)} episodes, precision {config.precision}.')
     rows = [measure(agent, config, actdim, next(dataset))
             for _ in range(args.batches)]
     adam = adam_steps(agent)
   report(config, rows)
-  report_adam(*adam, actdim)
+  report_adam(adam, actdim)
 
 
 def measure(agent, config, actdim, data):
@@ -261,16 +301,19 @@ def report_gradient(rows):
         f'{mean_error(slope, 8, "+")}')
 
 
-def report_adam(steps, bias, updates, actdim):
-  every = np.concatenate([x.ravel() for x in steps])
+def report_adam(adam, actdim):
+  every = np.concatenate([x.ravel() for x in adam.sizes])
   quantiles = np.quantile(every, [0.5, 0.99])
-  numbers = lambda x: ', '.join(f'{y:.3g}' for y in x[:actdim])
-  print(f'The actor\'s last Adam update (after {updates}) over the '
-        f'learning rate, for its {every.size} weights: median '
-        f'{quantiles[0]:.3g}, 99th percentile {quantiles[1]:.3g}, largest '
-        f'{every.max():.3g}; for the output layer\'s biases of the mean: '
-        f'{numbers(steps[-1])} (bias-corrected moments m {numbers(bias[0])}, '
-        f'sqrt(v) {numbers(bias[1])})')
+  numbers = lambda x, sign='+': ', '.join(
+      f'{y:{sign}.3g}' for y in x[:actdim])
+  print(f'The actor\'s last Adam update (step count t = {adam.count}), '
+        f'its size over the learning rate for its {every.size} weights: '
+        f'median {quantiles[0]:.3g}, 99th percentile {quantiles[1]:.3g}, '
+        f'largest {every.max():.3g}; the gradient norm Adam\'s second moment '
+        f'remembers, sqrt(sum v^): {adam.root_sum_v:.3g}')
+  print(f'  the output layer\'s bias of the mean: update over the learning '
+        f'rate {numbers(adam.bias_update)} (+ raises the mean), m^ '
+        f'{numbers(adam.bias_m)}, sqrt(v^) {numbers(adam.bias_root_v, "")}')
 
 
 def mean_error(values, digits=3, sign=''):

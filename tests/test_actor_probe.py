@@ -36,9 +36,10 @@ def test_prints_the_actor_and_each_policy_and_leaves_the_run(
                      script='docs/actor_probe.py')
   assert code == 0, output[-3000:]
   # The tiny run's own precision is 16; the flag sets another.
+  # Its 3000 frames are 3 episodes, all stored by the checkpoint.
   assert re.search(r'Checkpoint \S+ckpt-3000; 3 batches of 4 x 16 replay '
-                   rf'steps, precision {precision[-1] if precision else 16}\.',
-                   output)
+                   r'steps from its 3 episodes, precision '
+                   rf'{precision[-1] if precision else 16}\.', output)
   actor = re.search(rf'pre-tanh mean {NUMBER} \({NUMBER} to {NUMBER}\), '
                     rf'std {NUMBER}', output)
   mean, low, high, std = map(float, actor.groups())
@@ -62,14 +63,15 @@ def test_prints_the_actor_and_each_policy_and_leaves_the_run(
   # The tiny run's actor: the original's building step, 5 pretraining
   # updates at 1000 frames, and 5 in each phase at 1500, 2000 and 2500.
   adam = re.search(
-      rf'last Adam update \(after (\d+)\).* median {GENERAL}, 99th '
-      rf'percentile {GENERAL}, largest {GENERAL}; .* the mean: {GENERAL} ',
-      output, re.M)
-  updates, median, high, largest, bias = map(float, adam.groups())
-  assert updates == 21 and 0 < median <= high <= largest, output
-  assert 0 < bias <= largest, output
-  assert re.search(rf'\(bias-corrected moments m {GENERAL}, sqrt\(v\) '
-                   rf'{GENERAL}\)$', output, re.M), output
+      rf'last Adam update \(step count t = (\d+)\), .* median {GENERAL}, '
+      rf'99th percentile {GENERAL}, largest {GENERAL}; .*sum v\^\): '
+      rf'{GENERAL}\n.*learning rate {GENERAL} \(\+ raises the mean\), m\^ '
+      rf'{GENERAL}, sqrt\(v\^\) {GENERAL}$', output, re.M)
+  count, median, high, largest, norm, bias, m, root_v = map(
+      float, adam.groups())
+  assert count == 21 and 0 < median <= high <= largest, output
+  assert 0 < abs(bias) <= largest and 0 < root_v <= norm, output
+  assert bias * m < 0, output  # Adam steps against the loss's gradient.
   assert (fingerprint(logdir), sorted(logdir.rglob('*'))) == before
 
 
@@ -185,15 +187,37 @@ def test_adam_steps_are_the_last_updates_over_the_learning_rate():
     optimizer.apply_gradients([(tf.constant(gradient), variable)])
   agent = types.SimpleNamespace(
       _actor_opt=types.SimpleNamespace(_opt=optimizer))
-  (steps,), (m, root_v), updates = probe.adam_steps(agent)
-  assert updates == 3
+  adam = probe.adam_steps(agent)
+  assert adam.count == 3
   np.testing.assert_allclose(
-      0.01 * steps, np.abs(variable.numpy() - before), rtol=1e-4)
+      0.01 * adam.sizes[0], np.abs(variable.numpy() - before), rtol=1e-4)
+  np.testing.assert_allclose(
+      0.01 * adam.bias_update, variable.numpy() - before, rtol=1e-4)
   # The moments by hand, with beta_1 0.9 and beta_2 0.999.
   gradients = np.array([[1.0, 0.5, -2.0, 0.0], [0.1, -0.5, -1.0, 0.0],
                         [0.001, 0.2, -0.5, 1e-3]])
   weights = lambda beta: beta ** np.arange(2, -1, -1)[:, None] * (1 - beta)
   np.testing.assert_allclose(
-      m, (weights(0.9) * gradients).sum(0) / (1 - 0.9 ** 3), rtol=1e-5)
-  np.testing.assert_allclose(root_v, np.sqrt(
-      (weights(0.999) * gradients ** 2).sum(0) / (1 - 0.999 ** 3)), rtol=1e-5)
+      adam.bias_m, (weights(0.9) * gradients).sum(0) / (1 - 0.9 ** 3),
+      rtol=1e-5)
+  v = (weights(0.999) * gradients ** 2).sum(0) / (1 - 0.999 ** 3)
+  np.testing.assert_allclose(adam.bias_root_v, np.sqrt(v), rtol=1e-5)
+  np.testing.assert_allclose(adam.root_sum_v, np.sqrt(v.sum()), rtol=1e-5)
+
+
+def test_replay_reads_only_the_episodes_of_the_checkpoint(tmp_path):
+  probe = load_script()
+  config = types.SimpleNamespace(action_repeat=2)
+  # Names begin with the time stored; 501 steps are 500 transitions.
+  names = ['20261130T100000-a-501.npz', '20261130T100100-b-501.npz',
+           '20261130T100200-c-251.npz', '20261130T100300-d-501.npz']
+  for name in reversed(names):  # Listed order is not stored order.
+    np.savez(tmp_path / name, reward=np.zeros(3))
+  (tmp_path / '20261130T100030-broken-501.npz').write_bytes(b'cut')
+  until = lambda frames: [
+      f.name for f in probe.episodes_until(tmp_path, frames, config)]
+  assert until(2500) == names[:3]
+  assert until(2499) == names[:2]
+  assert until(None) == names
+  assert probe.checkpoint_frames('logdir/checkpoints/ckpt-16000') == 16000
+  assert probe.checkpoint_frames('elsewhere/model') is None
