@@ -33,7 +33,8 @@ def variables(agent):
       decode=agent._decode, reward=agent._reward, value=agent._value,
       actor=agent._actor, model_opt=agent._model_opt,
       value_opt=agent._value_opt, actor_opt=agent._actor_opt,
-      metrics=dict(agent._metrics), schedule=schedule(agent))
+      metrics=dict(agent._metrics), schedule=schedule(agent),
+      partial=partial())
   if agent._c.pcont:
     parts['pcont'] = agent._pcont
   return tf.train.Checkpoint(**parts)
@@ -50,10 +51,16 @@ def schedule(agent):
   """
   last = getattr(agent._should_train, '_last', None)
   if last is not None and progress.Phase.unfinished:
-    # Saved on a stop inside a phase: the resumed run does it again whole
-    # (the updates already done count twice, rather than the rest never).
+    # Saved on a stop inside a phase: the resumed run enters that phase
+    # again and does the updates it lacks (partial()).
     last -= agent._should_train._every
   return tf.Variable(-1 if last is None else last, dtype=tf.int64)
+
+
+def partial():
+  """The updates done of the phase a stop cut short (0: none; Phase.rest)."""
+  done = progress.Phase.done if progress.Phase.unfinished else 0
+  return tf.Variable(done, dtype=tf.int64)
 
 
 def manager(agent, directory):
@@ -89,22 +96,23 @@ def load(agent, filename):
   step = agent._step.numpy()
   if pathlib.Path(filename).is_dir():
     checkpoints = manager(agent, filename)
-    last = checkpoints.checkpoint.schedule  # read() may untrack it.
+    restored = checkpoints.checkpoint
+    last, done = restored.schedule, restored.partial  # read() may untrack.
     path = restore_latest(checkpoints)
   else:
     path, restored = str(filename), variables(agent)
-    last = restored.schedule
+    last, done = restored.schedule, restored.partial
     read(restored, path)
   agent._step.assign(step)
   for optimizer in (agent._model_opt, agent._value_opt, agent._actor_opt):
     optimizer.reset_learning_rate()
   if path:
     print(f'Restored checkpoint {path}.')
-    restore_schedule(agent, last, step)
+    restore_schedule(agent, last, step, done)
   return path
 
 
-def restore_schedule(agent, variable, step):
+def restore_schedule(agent, variable, step, done):
   last = int(variable.numpy())
   if last < 0 or not hasattr(agent._should_train, '_last'):
     return  # A checkpoint from before the schedule was kept, or no training.
@@ -114,14 +122,20 @@ def restore_schedule(agent, variable, step):
   if behind:
     print(f'Redoing the {behind} training phases since that checkpoint '
           'before collecting, as an uninterrupted run would have done them.')
+  progress.Phase.resumed = int(done.numpy())
+  if progress.Phase.resumed:
+    print(f'It was saved after {progress.Phase.resumed} updates of the '
+          f'phase at {last + every} frames: that phase does only the rest.')
 
 
 def read(checkpoint, path):
-  if hasattr(checkpoint, 'schedule') and not _holds(path, 'schedule/'):
-    # Written before the schedule was saved: restore the rest, and leave
-    # the schedule at -1 (a resume then trains from its own step, as before).
-    checkpoint.schedule.assign(-1)
-    del checkpoint.schedule
+  # Written before the schedule (or the partial phase) was saved: restore
+  # the rest, and leave it at its value for none (a resume then trains from
+  # its own step, or does every update of its first phase, as before).
+  for name, none in (('schedule', -1), ('partial', 0)):
+    if hasattr(checkpoint, name) and not _holds(path, f'{name}/'):
+      getattr(checkpoint, name).assign(none)
+      delattr(checkpoint, name)
   status = checkpoint.read(path)
   # Only the manager's save counter is not part of the agent.
   status.assert_existing_objects_matched().expect_partial()

@@ -292,6 +292,7 @@ class TestCheckpoint:
     agent = continuous[0]
     every = agent._should_train
     last = every._last
+    monkeypatch.setattr(progress.Phase, 'resumed', 0)  # Undone at the end.
     try:
       every._last = 1234
       path = checkpoint.variables(agent).write(str(tmp_path / 'new'))
@@ -300,17 +301,31 @@ class TestCheckpoint:
       every._last = None
       checkpoint.load(agent, path)
       assert every._last == 1234
-      # Saved on a stop inside a phase: that phase is done again.
+      assert progress.Phase.resumed == 0  # Saved between phases.
+      # Saved on a stop inside a phase, after 3 of its updates: that phase
+      # is entered again and does only the rest.
       monkeypatch.setattr(progress.Phase, 'unfinished', True)
+      monkeypatch.setattr(progress.Phase, 'done', 3)
       assert int(checkpoint.schedule(agent).numpy()) == 1234 - every._every
+      path = checkpoint.variables(agent).write(str(tmp_path / 'inside'))
       monkeypatch.setattr(progress.Phase, 'unfinished', False)
+      checkpoint.load(agent, path)
+      assert every._last == 1234 - every._every
+      assert progress.Phase.resumed == 3 and progress.Phase.rest(5) == 2
       # Written before the schedule was saved: loads, schedule untouched.
+      every._last = 1234
       old = checkpoint.variables(agent)
       del old.schedule
       path = old.write(str(tmp_path / 'old'))
       every._last = 77
       checkpoint.load(agent, path)
       assert every._last == 77
+      # Written before the partial phase was saved: every update is done.
+      old = checkpoint.variables(agent)
+      del old.partial
+      path = old.write(str(tmp_path / 'older'))
+      checkpoint.load(agent, path)
+      assert progress.Phase.resumed == 0
     finally:
       every._last = last
 

@@ -328,6 +328,23 @@ sys.exit(cli.run(dreamer.main, dreamer.define_config, tools.args_type))
 """
 
 
+# Ctrl-C inside the training phase at STOP_AT frames, after 2 of its
+# updates (the stop comes at the end of the next one).
+STOP_INSIDE_PHASE = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())
+import dreamer, tools
+from support import cli, progress
+update = progress.Phase.update
+def update_then_stop(self, losses):
+  update(self, losses)
+  if self._step == int(os.environ['STOP_AT']) and len(self._losses) == 2:
+    os.kill(os.getpid(), signal.SIGINT)
+progress.Phase.update = update_then_stop
+sys.exit(cli.run(dreamer.main, dreamer.define_config, tools.args_type))
+"""
+
+
 def evaluations(logdir):
   return [m['step'] for m in runs.read_metrics(logdir) if 'test/return' in m]
 
@@ -371,14 +388,24 @@ def resumed_and_uninterrupted(tmp_path_factory):
     assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
     return dict(before=evaluations(logdir), **finish(logdir))
 
+  def stopped_inside_a_phase(logdir):
+    stopped = subprocess.run(
+        [sys.executable, '-c', STOP_INSIDE_PHASE, *command(logdir)[2:]],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+        env={**os.environ, 'STOP_AT': '1000'})
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
+    return dict(before=updates(logdir), **finish(logdir))
+
   # At once: a run's start-up is mostly one thread, and the kill and the
-  # stop come at a save, not at a time, so sharing the cores changes nothing.
-  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+  # stops come at a save or an update, not at a time, so sharing the cores
+  # changes nothing.
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
     killed = pool.submit(killed_then_resumed, root / 'killed')
     stopped = pool.submit(stopped_then_resumed, root / 'stopped')
+    inside = pool.submit(stopped_inside_a_phase, root / 'inside')
     uninterrupted = pool.submit(finish, root / 'uninterrupted')
     return dict(killed=killed.result(), stopped=stopped.result(),
-                uninterrupted=uninterrupted.result())
+                inside=inside.result(), uninterrupted=uninterrupted.result())
 
 
 class TestResumeRedoesLostUpdates:
@@ -394,6 +421,19 @@ class TestResumeRedoesLostUpdates:
       self, resumed_and_uninterrupted):
     runs = resumed_and_uninterrupted
     assert runs['stopped']['updates'] == runs['uninterrupted']['updates']
+
+  def test_stopped_inside_a_phase_same_updates(
+      self, resumed_and_uninterrupted):
+    runs = resumed_and_uninterrupted
+    # The constructor's update, 5 at 400 frames, 600 and 800: 16. Its
+    # checkpoint holds some of the 5 at 1000, and the resume does the rest
+    # (it used to do all 5 again).
+    step, done = runs['inside']['before']
+    assert step == 1000 and 16 < done < 21, runs['inside']['before']
+    assert (f'It was saved after {done - 16} updates of the phase at 1000 '
+            'frames: that phase does only the rest.') in runs['inside'][
+                'output']
+    assert runs['inside']['updates'] == runs['uninterrupted']['updates']
 
   def test_evaluations_on_the_grid_of_one_never_stopped(
       self, resumed_and_uninterrupted):
