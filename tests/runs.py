@@ -60,10 +60,14 @@ def build_agent(config, datadir, space, writer, strategy=None):
     return dreamer.Dreamer(config, datadir, space, writer)
 
 
-def load_benchmark(name):
-  """benchmarks/<name>.py as a module (the folder is not a package)."""
+def load_script(folder, name):
+  """<folder>/<name>.py as a module (benchmarks/ and docs/ are no packages)."""
   spec = importlib.util.spec_from_file_location(
-      name, ROOT / 'benchmarks' / f'{name}.py')
+      name, ROOT / folder / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def load_benchmark(name):
+  return load_script('benchmarks', name)

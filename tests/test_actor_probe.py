@@ -1,8 +1,6 @@
 """docs/actor_probe.py: its gradient against the equations; on the shared
 tiny run, what it prints, and a run untouched."""
 
-import importlib.util
-import pathlib
 import re
 import shutil
 import types
@@ -10,10 +8,9 @@ import types
 import numpy as np
 import pytest
 
+import runs
 from runs import run
 from test_evaluate import fingerprint
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 POLICIES = ['actor', 'constant -1.0', 'constant -0.5', 'constant +0.0',
             'constant +0.5', 'constant +1.0', 'actor + N(0, 0.3), clipped',
@@ -87,11 +84,7 @@ def test_refuses_with_a_message(tmp_path, flags, message):
 
 
 def load_script():
-  spec = importlib.util.spec_from_file_location(
-      'actor_probe', ROOT / 'docs' / 'actor_probe.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return runs.load_script('docs', 'actor_probe')
 
 
 class Toy:

@@ -1,23 +1,16 @@
 """docs/episode_starts.py: repeated starts and near-copies in a replay."""
 
-import importlib.util
-import pathlib
 import time
 
 import numpy as np
 
-import tools
+import runs
 from runs import run
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import tools
 
 
 def load_script():
-  spec = importlib.util.spec_from_file_location(
-      'episode_starts', ROOT / 'docs' / 'episode_starts.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return runs.load_script('docs', 'episode_starts')
 
 
 def episode(start, actions):

@@ -378,22 +378,21 @@ def resumed_and_uninterrupted(tmp_path_factory):
     assert checkpoint_state(logdir)[0].endswith('ckpt-800')
     return finish(logdir)
 
+  def stop_at_1000(logdir, hook):
+    stopped = subprocess.run(
+        [sys.executable, '-c', hook, *command(logdir)[2:]],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+        env={**os.environ, 'STOP_AT': '1000'})
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
+
   def stopped_then_resumed(logdir):
     # Evaluations at 400 and 800, then stopped at 1000: the next is due at
     # 1200 (the original evaluated at 1000 again, then at 1400).
-    stopped = subprocess.run(
-        [sys.executable, '-c', STOP_AFTER_EPISODE, *command(logdir)[2:]],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
-        env={**os.environ, 'STOP_AT': '1000'})
-    assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
+    stop_at_1000(logdir, STOP_AFTER_EPISODE)
     return dict(before=evaluations(logdir), **finish(logdir))
 
   def stopped_inside_a_phase(logdir):
-    stopped = subprocess.run(
-        [sys.executable, '-c', STOP_INSIDE_PHASE, *command(logdir)[2:]],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
-        env={**os.environ, 'STOP_AT': '1000'})
-    assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
+    stop_at_1000(logdir, STOP_INSIDE_PHASE)
     return dict(before=updates(logdir), **finish(logdir))
 
   # At once: a run's start-up is mostly one thread, and the kill and the
