@@ -121,7 +121,7 @@ class Dreamer(tools.Module):
     if self._should_train(step):
       log = self._should_log(step)
       n = self._c.pretrain if self._should_pretrain() else self._c.train_steps
-      n = progress.Phase.rest(n)  # After a stop inside it, only the rest.
+      n = progress.Phase.rest(n)  # After a stop inside it, those left.
       print(f'Training for {n} steps.')
       phase = progress.Phase(n, step)  # Status, stop, finite losses.
       with self._strategy.scope():

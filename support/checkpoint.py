@@ -52,15 +52,14 @@ def schedule(agent):
   last = getattr(agent._should_train, '_last', None)
   if last is not None and progress.Phase.unfinished:
     # Saved on a stop inside a phase: the resumed run enters that phase
-    # again and does the updates it lacks (partial()).
+    # again and does the updates it had left (partial()).
     last -= agent._should_train._every
   return tf.Variable(-1 if last is None else last, dtype=tf.int64)
 
 
 def partial():
-  """The updates done of the phase a stop cut short (0: none; Phase.rest)."""
-  done = progress.Phase.done if progress.Phase.unfinished else 0
-  return tf.Variable(done, dtype=tf.int64)
+  """The updates left of the phase a stop cut short (0: none; Phase.rest)."""
+  return tf.Variable(progress.Phase.saved_left(), dtype=tf.int64)
 
 
 def manager(agent, directory):
@@ -97,35 +96,38 @@ def load(agent, filename):
   if pathlib.Path(filename).is_dir():
     checkpoints = manager(agent, filename)
     restored = checkpoints.checkpoint
-    last, done = restored.schedule, restored.partial  # read() may untrack.
+    last, left = restored.schedule, restored.partial  # read() may untrack.
     path = restore_latest(checkpoints)
   else:
     path, restored = str(filename), variables(agent)
-    last, done = restored.schedule, restored.partial
+    last, left = restored.schedule, restored.partial
     read(restored, path)
   agent._step.assign(step)
   for optimizer in (agent._model_opt, agent._value_opt, agent._actor_opt):
     optimizer.reset_learning_rate()
   if path:
     print(f'Restored checkpoint {path}.')
-    restore_schedule(agent, last, step, done)
+    restore_schedule(agent, last, step, left)
   return path
 
 
-def restore_schedule(agent, variable, step, done):
-  last = int(variable.numpy())
-  if last < 0 or not hasattr(agent._should_train, '_last'):
+def restore_schedule(agent, variable, step, left):
+  last, left = int(variable.numpy()), int(left.numpy())
+  progress.Phase.resumed = 0
+  # -1 is no phase yet, unless saved inside the first phase (last < 0 then).
+  if (last < 0 and not left) or not hasattr(agent._should_train, '_last'):
     return  # A checkpoint from before the schedule was kept, or no training.
   agent._should_train._last = last
   every = agent._should_train._every
-  behind = max(0, (step - last) // every)
-  if behind:
+  behind = max(0, (step - last) // every) - (1 if left else 0)
+  if left:
+    progress.Phase.resumed = left
+    print(f'It was saved inside the training phase at {last + every} '
+          f'frames, with {left} of its updates left: that phase does those '
+          'first.')
+  if behind > 0:
     print(f'Redoing the {behind} training phases since that checkpoint '
           'before collecting, as an uninterrupted run would have done them.')
-  progress.Phase.resumed = int(done.numpy())
-  if progress.Phase.resumed:
-    print(f'It was saved after {progress.Phase.resumed} updates of the '
-          f'phase at {last + every} frames: that phase does only the rest.')
 
 
 def read(checkpoint, path):

@@ -104,23 +104,30 @@ class Phase:
   """
 
   updates = 0  # All updates of this process, for the collection's status.
-  # Whether a phase has begun and not done all its updates: a checkpoint
-  # saved on a stop in the middle of one has it done again on resume, from
-  # the update after those it saved (`done`, counting earlier starts).
+  # Whether a phase has begun and not done all its updates, and how many it
+  # has left: a checkpoint saved on a stop in the middle of one keeps both,
+  # and the resumed run enters that phase again for only those (rest()).
   unfinished = False
-  done = 0
-  # The updates a restored checkpoint had done of the phase it stopped in.
+  left = 0
+  # The updates left of the phase a restored checkpoint stopped inside, until
+  # that phase begins again (0: none).
   resumed = 0
 
   @classmethod
   def rest(cls, total):
-    """Of a phase's `total` updates, those left to do.
+    """How many updates a phase of `total` does.
 
     All of them, but in the first phase after a resume from a checkpoint
-    saved inside that phase: then only those it had not done, so that the
-    resumed run does the updates of an uninterrupted one.
+    saved inside that phase: then the ones it had left, so that the resumed
+    run does the updates of an uninterrupted one (also for the pretraining
+    phase, which a resumed run would otherwise size as a later one).
     """
-    return max(0, total - cls.resumed)
+    return cls.resumed or total
+
+  @classmethod
+  def saved_left(cls):
+    """What a checkpoint keeps of an unfinished phase: its updates left."""
+    return cls.left if cls.unfinished else cls.resumed
 
   def __init__(self, total, step):
     self._progress = PhaseProgress(total)
@@ -128,13 +135,13 @@ class Phase:
     self._step = step
     self._losses = []
     Phase.unfinished = total > 0
-    Phase.done, Phase.resumed = Phase.resumed, 0
+    Phase.left, Phase.resumed = total, 0
 
   def update(self, losses):
     # Losses are read once per phase, not per update: reading forces a sync.
     self._losses.append(losses)
     Phase.updates += 1
-    Phase.done += 1
+    Phase.left -= 1
     self._progress(len(self._losses))
     if len(self._losses) == self._total:
       Phase.unfinished = False
@@ -222,7 +229,7 @@ def install(*at_stop_fns):
   _PREVIOUS.update({s: signal.getsignal(s) for s in _SIGNALS})
   _STOP = GracefulStop(_SIGNALS)
   _AT_STOP[:] = at_stop_fns
-  Phase.unfinished, Phase.done, Phase.resumed = False, 0, 0
+  Phase.unfinished, Phase.left, Phase.resumed = False, 0, 0
 
 
 def uninstall():

@@ -70,3 +70,16 @@ def cartpole_run(tmp_path_factory):
   code, output = run(*flags, '--steps', '3000')
   second = dict(code=code, output=output, metrics=read_metrics(logdir))
   return logdir, first, second
+
+
+@pytest.fixture(autouse=True)
+def no_phase_left_over():
+  """Each test starts with no training phase unfinished or pending.
+
+  progress.Phase keeps these as class attributes (one run a process); a test
+  that stops inside a phase must not make the next test's checkpoint look
+  saved inside one.
+  """
+  from support import progress  # pylint: disable=import-outside-toplevel
+  progress.Phase.unfinished, progress.Phase.left = False, 0
+  progress.Phase.resumed = 0

@@ -302,18 +302,34 @@ class TestCheckpoint:
       checkpoint.load(agent, path)
       assert every._last == 1234
       assert progress.Phase.resumed == 0  # Saved between phases.
-      # Saved on a stop inside a phase, after 3 of its updates: that phase
-      # is entered again and does only the rest.
+      # Saved on a stop inside a phase, with 2 of its updates left: that
+      # phase is entered again and does only those.
       monkeypatch.setattr(progress.Phase, 'unfinished', True)
-      monkeypatch.setattr(progress.Phase, 'done', 3)
+      monkeypatch.setattr(progress.Phase, 'left', 2)
       assert int(checkpoint.schedule(agent).numpy()) == 1234 - every._every
       path = checkpoint.variables(agent).write(str(tmp_path / 'inside'))
       monkeypatch.setattr(progress.Phase, 'unfinished', False)
       checkpoint.load(agent, path)
       assert every._last == 1234 - every._every
-      assert progress.Phase.resumed == 3 and progress.Phase.rest(5) == 2
+      assert progress.Phase.resumed == 2 and progress.Phase.rest(5) == 2
+      # Saved again before that phase began: the count is kept.
+      path = checkpoint.variables(agent).write(str(tmp_path / 'again'))
+      assert tf.train.load_variable(
+          path, 'partial/.ATTRIBUTES/VARIABLE_VALUE') == 2
+      assert tf.train.load_variable(
+          path, 'schedule/.ATTRIBUTES/VARIABLE_VALUE') == 1234 - every._every
+      # Saved inside a first phase at fewer frames than train_every: its
+      # schedule is negative, and still not "no phase yet" (-1).
+      every._last = every._every - 1
+      monkeypatch.setattr(progress.Phase, 'unfinished', True)
+      path = checkpoint.variables(agent).write(str(tmp_path / 'first'))
+      monkeypatch.setattr(progress.Phase, 'unfinished', False)
+      every._last = None
+      checkpoint.load(agent, path)
+      assert every._last == -1 and progress.Phase.resumed == 2
       # Written before the schedule was saved: loads, schedule untouched.
       every._last = 1234
+      progress.Phase.resumed = 0  # That code saved no partial phase either.
       old = checkpoint.variables(agent)
       del old.schedule
       path = old.write(str(tmp_path / 'old'))
@@ -733,6 +749,30 @@ class TestSchedule:
       phases = (step - start) // config.train_every
       assert updates == 3 + 2 * phases, (step, updates)
       assert logs == 1 + (step - start) // config.log_every, (step, logs)
+
+  def test_a_stop_inside_pretraining_resumes_its_rest(
+      self, built, tmp_path, monkeypatch):
+    _, config, logdir, _ = built
+    agent, _ = make_agent(
+        tmp_path, pretrain=3, train_steps=2, train_every=100, log_every=300)
+    # As if stopped after 2 of the 3 pretraining updates of the first call.
+    first = self.drive(agent, 1, monkeypatch)
+    assert first[0][1] == config.pretrain
+    monkeypatch.setattr(progress.Phase, 'unfinished', True)
+    monkeypatch.setattr(progress.Phase, 'left', 1)
+    prefix = checkpoint.variables(agent).write(str(tmp_path / 'inside'))
+    monkeypatch.setattr(progress.Phase, 'unfinished', False)
+    resumed, _ = make_agent(
+        tmp_path / 'resumed', pretrain=3, train_steps=2, train_every=100,
+        log_every=300)
+    monkeypatch.setattr(progress.Phase, 'resumed', 0)  # Undone at the end.
+    resumed._step.assign(agent._step.numpy() - 2)  # The stored frames.
+    resumed.load(prefix)
+    trace = self.drive(resumed, 1, monkeypatch)
+    # The pretraining's 1 update left: not a later phase's train_steps (2,
+    # as before), nor those minus the 2 done (0).
+    assert trace[0][1] == 1
+    assert progress.Phase.resumed == 0
 
   def test_no_pretrain_after_a_restore(self, built, tmp_path, monkeypatch):
     _, config, logdir, prefix = built

@@ -169,15 +169,16 @@ def test_a_phase_is_unfinished_until_its_last_update(monkeypatch):
 
 def test_a_phase_after_a_stop_inside_it_does_only_the_rest(monkeypatch):
   monkeypatch.setattr(progress, 'poll', lambda: None)
-  # As checkpoint.load() leaves it for a checkpoint saved after 3 updates.
-  monkeypatch.setattr(progress.Phase, 'resumed', 3)
+  # As checkpoint.load() leaves it for a checkpoint saved with 2 left.
+  monkeypatch.setattr(progress.Phase, 'resumed', 2)
+  assert progress.Phase.saved_left() == 2  # A save before the phase keeps it.
   total = progress.Phase.rest(5)
   assert total == 2
   phase = progress.Phase(total, step=100)
-  assert (progress.Phase.done, progress.Phase.resumed) == (3, 0)
+  assert progress.Phase.resumed == 0
   phase.update({'model': 1.0})
-  # A stop now would save 4 done, of the phase's 5.
-  assert progress.Phase.done == 4 and progress.Phase.unfinished
+  # A stop now would save 1 left.
+  assert progress.Phase.saved_left() == 1 and progress.Phase.unfinished
   phase.update({'model': 1.0})
-  assert progress.Phase.done == 5 and not progress.Phase.unfinished
+  assert progress.Phase.saved_left() == 0 and not progress.Phase.unfinished
   assert progress.Phase.rest(5) == 5  # Later phases do all their updates.

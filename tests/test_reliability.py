@@ -429,9 +429,10 @@ class TestResumeRedoesLostUpdates:
     # (it used to do all 5 again).
     step, done = runs['inside']['before']
     assert step == 1000 and 16 < done < 21, runs['inside']['before']
-    assert (f'It was saved after {done - 16} updates of the phase at 1000 '
-            'frames: that phase does only the rest.') in runs['inside'][
-                'output']
+    assert (f'It was saved inside the training phase at 1000 frames, with '
+            f'{21 - done} of its updates left: that phase does those first.'
+            ) in runs['inside']['output']
+    assert 'Redoing the' not in runs['inside']['output']
     assert runs['inside']['updates'] == runs['uninterrupted']['updates']
 
   def test_evaluations_on_the_grid_of_one_never_stopped(
