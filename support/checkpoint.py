@@ -34,7 +34,7 @@ def variables(agent):
       actor=agent._actor, model_opt=agent._model_opt,
       value_opt=agent._value_opt, actor_opt=agent._actor_opt,
       metrics=dict(agent._metrics), schedule=schedule(agent),
-      partial=partial())
+      phase_left=phase_left())
   if agent._c.pcont:
     parts['pcont'] = agent._pcont
   return tf.train.Checkpoint(**parts)
@@ -52,12 +52,12 @@ def schedule(agent):
   last = getattr(agent._should_train, '_last', None)
   if last is not None and progress.Phase.unfinished:
     # Saved on a stop inside a phase: the resumed run enters that phase
-    # again and does the updates it had left (partial()).
+    # again and does the updates it had left (phase_left()).
     last -= agent._should_train._every
   return tf.Variable(-1 if last is None else last, dtype=tf.int64)
 
 
-def partial():
+def phase_left():
   """The updates left of the phase a stop cut short (0: none; Phase.rest)."""
   return tf.Variable(progress.Phase.saved_left(), dtype=tf.int64)
 
@@ -96,11 +96,11 @@ def load(agent, filename):
   if pathlib.Path(filename).is_dir():
     checkpoints = manager(agent, filename)
     restored = checkpoints.checkpoint
-    last, left = restored.schedule, restored.partial  # read() may untrack.
+    last, left = restored.schedule, restored.phase_left  # read() untracks.
     path = restore_latest(checkpoints)
   else:
     path, restored = str(filename), variables(agent)
-    last, left = restored.schedule, restored.partial
+    last, left = restored.schedule, restored.phase_left
     read(restored, path)
   agent._step.assign(step)
   for optimizer in (agent._model_opt, agent._value_opt, agent._actor_opt):
@@ -123,18 +123,20 @@ def restore_schedule(agent, variable, step, left):
   if left:
     progress.Phase.resumed = left
     print(f'It was saved inside the training phase at {last + every} '
-          f'frames, with {left} of its updates left: that phase does those '
-          'first.')
+          f'frames, with {left} of its updates left: when the run is at '
+          'those frames again, that phase does only those.')
   if behind > 0:
-    print(f'Redoing the {behind} training phases since that checkpoint '
-          'before collecting, as an uninterrupted run would have done them.')
+    phases = 'phase' if behind == 1 else 'phases'
+    print(f'Redoing the {behind} training {phases} since that checkpoint, '
+          'one at each of the next steps, as an uninterrupted run would '
+          'have done them.')
 
 
 def read(checkpoint, path):
   # Written before the schedule (or the partial phase) was saved: restore
   # the rest, and leave it at its value for none (a resume then trains from
   # its own step, or does every update of its first phase, as before).
-  for name, none in (('schedule', -1), ('partial', 0)):
+  for name, none in (('schedule', -1), ('phase_left', 0)):
     if hasattr(checkpoint, name) and not _holds(path, f'{name}/'):
       getattr(checkpoint, name).assign(none)
       delattr(checkpoint, name)

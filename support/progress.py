@@ -120,7 +120,8 @@ class Phase:
     All of them, but in the first phase after a resume from a checkpoint
     saved inside that phase: then the ones it had left, so that the resumed
     run does the updates of an uninterrupted one (also for the pretraining
-    phase, which a resumed run would otherwise size as a later one).
+    phase, which a resumed run would otherwise size as a later one). The
+    count saved wins over a changed --train_steps for that one phase.
     """
     return cls.resumed or total
 

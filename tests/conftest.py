@@ -74,12 +74,19 @@ def cartpole_run(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_phase_left_over():
-  """Each test starts with no training phase unfinished or pending.
+  """No training phase unfinished or pending before or after a test.
 
   progress.Phase keeps these as class attributes (one run a process); a test
-  that stops inside a phase must not make the next test's checkpoint look
-  saved inside one.
+  that stops inside a phase must not make a later test's checkpoint look
+  saved inside one, also one written by a class or module fixture (those
+  are set up before this fixture runs, hence the reset after each test).
   """
   from support import progress  # pylint: disable=import-outside-toplevel
-  progress.Phase.unfinished, progress.Phase.left = False, 0
-  progress.Phase.resumed = 0
+
+  def reset():
+    progress.Phase.unfinished, progress.Phase.left = False, 0
+    progress.Phase.resumed = 0
+
+  reset()
+  yield
+  reset()

@@ -315,7 +315,7 @@ class TestCheckpoint:
       # Saved again before that phase began: the count is kept.
       path = checkpoint.variables(agent).write(str(tmp_path / 'again'))
       assert tf.train.load_variable(
-          path, 'partial/.ATTRIBUTES/VARIABLE_VALUE') == 2
+          path, 'phase_left/.ATTRIBUTES/VARIABLE_VALUE') == 2
       assert tf.train.load_variable(
           path, 'schedule/.ATTRIBUTES/VARIABLE_VALUE') == 1234 - every._every
       # Saved inside a first phase at fewer frames than train_every: its
@@ -327,21 +327,23 @@ class TestCheckpoint:
       every._last = None
       checkpoint.load(agent, path)
       assert every._last == -1 and progress.Phase.resumed == 2
-      # Written before the schedule was saved: loads, schedule untouched.
+      # Written before the schedule was saved (and so before the phase's
+      # updates left): loads, schedule untouched, nothing pending.
       every._last = 1234
-      progress.Phase.resumed = 0  # That code saved no partial phase either.
       old = checkpoint.variables(agent)
-      del old.schedule
+      del old.schedule, old.phase_left
       path = old.write(str(tmp_path / 'old'))
       every._last = 77
       checkpoint.load(agent, path)
-      assert every._last == 77
-      # Written before the partial phase was saved: every update is done.
+      assert every._last == 77 and progress.Phase.resumed == 0
+      # Written before the updates left were saved: every update is done.
+      every._last = 1234
       old = checkpoint.variables(agent)
-      del old.partial
+      del old.phase_left
       path = old.write(str(tmp_path / 'older'))
+      progress.Phase.resumed = 3
       checkpoint.load(agent, path)
-      assert progress.Phase.resumed == 0
+      assert every._last == 1234 and progress.Phase.resumed == 0
     finally:
       every._last = last
 
@@ -754,24 +756,24 @@ class TestSchedule:
       self, built, tmp_path, monkeypatch):
     _, config, logdir, _ = built
     agent, _ = make_agent(
-        tmp_path, pretrain=3, train_steps=2, train_every=100, log_every=300)
-    # As if stopped after 2 of the 3 pretraining updates of the first call.
+        tmp_path, pretrain=5, train_steps=2, train_every=100, log_every=300)
+    # As if stopped after 1 of the 5 pretraining updates of the first call.
     first = self.drive(agent, 1, monkeypatch)
-    assert first[0][1] == config.pretrain
+    assert first[0][1] == 5
     monkeypatch.setattr(progress.Phase, 'unfinished', True)
-    monkeypatch.setattr(progress.Phase, 'left', 1)
+    monkeypatch.setattr(progress.Phase, 'left', 4)
     prefix = checkpoint.variables(agent).write(str(tmp_path / 'inside'))
     monkeypatch.setattr(progress.Phase, 'unfinished', False)
     resumed, _ = make_agent(
-        tmp_path / 'resumed', pretrain=3, train_steps=2, train_every=100,
+        tmp_path / 'resumed', pretrain=5, train_steps=2, train_every=100,
         log_every=300)
     monkeypatch.setattr(progress.Phase, 'resumed', 0)  # Undone at the end.
     resumed._step.assign(agent._step.numpy() - 2)  # The stored frames.
     resumed.load(prefix)
     trace = self.drive(resumed, 1, monkeypatch)
-    # The pretraining's 1 update left: not a later phase's train_steps (2,
-    # as before), nor those minus the 2 done (0).
-    assert trace[0][1] == 1
+    # The pretraining's 4 updates left: not a later phase's train_steps (2,
+    # as before), nor those minus the one done (1).
+    assert trace[0][1] == 4
     assert progress.Phase.resumed == 0
 
   def test_no_pretrain_after_a_restore(self, built, tmp_path, monkeypatch):

@@ -430,7 +430,8 @@ class TestResumeRedoesLostUpdates:
     step, done = runs['inside']['before']
     assert step == 1000 and 16 < done < 21, runs['inside']['before']
     assert (f'It was saved inside the training phase at 1000 frames, with '
-            f'{21 - done} of its updates left: that phase does those first.'
+            f'{21 - done} of its updates left: when the run is at those '
+            'frames again, that phase does only those.'
             ) in runs['inside']['output']
     assert 'Redoing the' not in runs['inside']['output']
     assert runs['inside']['updates'] == runs['uninterrupted']['updates']
