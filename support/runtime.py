@@ -50,8 +50,43 @@ def set_precision(config):
     name = 'mixed_float16'
   else:
     name = cpu_policy_for_16()
+  name = policy_of_run(config, name)
   prec.set_global_policy(name)
   return name
+
+
+def policy_of_run(config, chosen):
+  """After a resume, the policy the run's last start used, where it can run.
+
+  --precision 16 picks its policy by machine, so a run resumed on another
+  kind of machine (a CPU without native bfloat16, a GPU) would change its
+  arithmetic from that point on without being asked to. So a resume with the
+  same --precision keeps the last start's policy (seeds.jsonl lists each
+  start's): float32 and mixed_bfloat16 run on any CPU (bfloat16 matmuls at
+  0.91-1.00x float32's speed on an AVX2 CPU without native bfloat16,
+  benchmarks/matmul.py). Only mixed_float16 without a GPU is given up, as
+  emulated float16 takes 40x float32's time; that change is printed.
+  """
+  logdir = getattr(config, 'logdir', None)  # None in tests, benchmarks.
+  starts = read_starts(pathlib.Path(logdir) / SEEDS) if logdir else []
+  starts = [s for s in starts if 'policy' in s]  # Older code recorded none.
+  if not starts or starts[-1]['policy'] == chosen:
+    return chosen
+  last = starts[-1]
+  was = f'This run\'s last start ({last["frames"]} frames) used {last["policy"]}'
+  if last.get('precision') != config.precision:
+    print(f'{was} under --precision {last.get("precision")}; this one uses '
+          f'{chosen} for --precision {config.precision}.')
+    return chosen
+  if last['policy'] == 'mixed_float16':  # Chosen otherwise: no GPU here.
+    print(f'{was}. Without a GPU float16 is emulated, about 40x slower, so '
+          f'from here it runs under {chosen}: the run mixes precisions '
+          f'({SEEDS} lists each start\'s).')
+    return chosen
+  print(f'{was}; keeping it, where this machine picks {chosen} for a new '
+        f'run with --precision {config.precision}, so the run\'s arithmetic '
+        'does not change with the machine.')
+  return last['policy']
 
 
 class LossScaleOptimizer(lso.LossScaleOptimizerV3):
@@ -109,8 +144,8 @@ def cpu_policy_for_16(cpuinfo='/proc/cpuinfo'):
   return 'mixed_bfloat16' if flags & native else 'float32'
 
 
-# One line per start of a run in its logdir: the frames stored then and the
-# seed that start used.
+# One line per start of a run in its logdir: the frames stored then, the seed
+# that start used, its --precision and the precision policy that gave.
 SEEDS = 'seeds.jsonl'
 
 
@@ -142,7 +177,9 @@ def seed_of_start(config, frames):
     print(f'Resumed at {frames} frames (start {len(starts) + 1}): seed '
           f'{config.seed}, drawn from --seed, the start and the frames, for '
           f'new initial states and noise ({SEEDS}).')
-  starts.append(dict(frames=frames, seed=config.seed))
+  starts.append(dict(
+      frames=frames, seed=config.seed, precision=config.precision,
+      policy=prec.global_policy().name))  # Kept by policy_of_run.
   path.parent.mkdir(parents=True, exist_ok=True)
   storage.write_atomic(
       path, ''.join(json.dumps(s) + '\n' for s in starts).encode())

@@ -24,6 +24,7 @@ import tools
 from runs import read_metrics
 from runs import run
 from support import cli
+from support import runtime
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -196,8 +197,11 @@ class TestResume:
     assert match, second['output'][-3000:]
     with (logdir / 'seeds.jsonl').open() as f:
       starts = [json.loads(line) for line in f]
+    # Each with the policy --precision 16 gave, kept by the resume.
+    policy = runtime.cpu_policy_for_16()
     assert starts == [
-        dict(frames=0, seed=0), dict(frames=2000, seed=int(match[1]))]
+        dict(frames=0, seed=0, precision=16, policy=policy),
+        dict(frames=2000, seed=int(match[1]), precision=16, policy=policy)]
 
   def test_evaluations_start_from_distinct_states(self, cartpole):
     # One evaluation at each start (1000 and 2000 frames), each the first

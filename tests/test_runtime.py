@@ -1,15 +1,21 @@
-"""support/runtime.py: the seed of each start of a run."""
+"""support/runtime.py: the seed and precision policy of each start of a run."""
 
 import json
 
 import pytest
+import tensorflow as tf
+from tf_keras import mixed_precision as prec
 
 import tools
 from support import runtime
 
 
-def config_of(logdir, seed=0):
-  return tools.AttrDict(seed=seed, logdir=logdir, envs=1)
+def config_of(logdir, seed=0, precision=16):
+  return tools.AttrDict(seed=seed, logdir=logdir, envs=1, precision=precision)
+
+
+def start(frames, seed, policy='float32', precision=16):
+  return dict(frames=frames, seed=seed, precision=precision, policy=policy)
 
 
 def starts_of(logdir):
@@ -22,7 +28,7 @@ class TestSeedOfStart:
   def test_fresh_run_keeps_the_seed(self, tmp_path, capsys):
     config = config_of(tmp_path, seed=3)
     assert runtime.seed_of_start(config, 0) is config
-    assert starts_of(tmp_path) == [dict(frames=0, seed=3)]
+    assert starts_of(tmp_path) == [start(0, 3)]
     assert 'Resumed' not in capsys.readouterr().out
 
   def test_resume_draws_from_seed_and_frames(self, tmp_path, capsys):
@@ -43,8 +49,7 @@ class TestSeedOfStart:
     third = runtime.seed_of_start(config_of(tmp_path), 5000).seed
     assert second != third
     assert starts_of(tmp_path) == [
-        dict(frames=0, seed=0), dict(frames=5000, seed=second),
-        dict(frames=5000, seed=third)]
+        start(0, 0), start(5000, second), start(5000, third)]
 
   def test_logdir_of_older_code_counts_as_resumed(self, tmp_path):
     # Episodes stored, but no list of starts: not the first start.
@@ -67,7 +72,8 @@ class TestSeedOfStart:
   def test_users_config_keeps_its_seed(self, tmp_path):
     # The caller's config is the one cli.py reports with; only this start's
     # copy has the drawn seed.
-    config = tools.AttrDict(seed=2, logdir=tmp_path, task='dmc_walker_walk')
+    config = tools.AttrDict(
+        seed=2, logdir=tmp_path, task='dmc_walker_walk', precision=16)
     resumed = runtime.seed_of_start(config, 5000)
     assert config.seed == 2 and resumed.seed != 2
     assert type(resumed) is tools.AttrDict and resumed.task == config.task
@@ -77,3 +83,77 @@ class TestSeedOfStart:
     with pytest.raises(runtime.SeedsError, match='is not one JSON object'):
       runtime.seed_of_start(config_of(tmp_path), 1000)
     assert (tmp_path / 'seeds.jsonl').read_text().endswith('{"fr')
+
+
+class TestPolicyOfRun:
+  """A resume keeps the run's precision policy on another kind of machine."""
+
+  def write_starts(self, logdir, *starts):
+    (logdir / 'seeds.jsonl').write_text(
+        ''.join(json.dumps(s) + '\n' for s in starts))
+
+  def test_fresh_run_takes_the_machines(self, tmp_path):
+    for chosen in ('float32', 'mixed_bfloat16', 'mixed_float16'):
+      assert runtime.policy_of_run(config_of(tmp_path), chosen) == chosen
+
+  def test_start_records_its_policy(self, tmp_path):
+    try:
+      prec.set_global_policy('mixed_bfloat16')
+      runtime.seed_of_start(config_of(tmp_path), 0)
+    finally:
+      prec.set_global_policy('float32')
+    runtime.seed_of_start(config_of(tmp_path, precision=32), 1000)
+    policies = [(s['precision'], s['policy']) for s in starts_of(tmp_path)]
+    assert policies == [(16, 'mixed_bfloat16'), (32, 'float32')]
+
+  @pytest.mark.parametrize('run, machine', [
+      ('mixed_bfloat16', 'float32'),  # To a CPU without native bfloat16.
+      ('float32', 'mixed_bfloat16'),  # To a CPU with it.
+      ('float32', 'mixed_float16'),  # To a GPU.
+      ('mixed_bfloat16', 'mixed_float16')])
+  def test_resume_keeps_the_last_starts(self, tmp_path, capsys, run, machine):
+    self.write_starts(tmp_path, start(0, 0, 'mixed_float16'),
+                      start(5000, 1, run), start(9000, 2, run))
+    assert runtime.policy_of_run(config_of(tmp_path), machine) == run
+    out = capsys.readouterr().out
+    assert f'last start (9000 frames) used {run}; keeping it' in out
+    assert f'this machine picks {machine}' in out
+
+  def test_float16_without_a_gpu_is_given_up(self, tmp_path, capsys):
+    self.write_starts(tmp_path, start(0, 0, 'mixed_float16'))
+    assert runtime.policy_of_run(config_of(tmp_path), 'float32') == 'float32'
+    assert 'float16 is emulated, about 40x slower, so from here it runs under ' \
+        'float32: the run mixes precisions' in capsys.readouterr().out
+
+  def test_another_precision_flag_is_followed(self, tmp_path, capsys):
+    self.write_starts(tmp_path, start(0, 0, 'mixed_bfloat16'))
+    config = config_of(tmp_path, precision=32)
+    assert runtime.policy_of_run(config, 'float32') == 'float32'
+    assert 'under --precision 16; this one uses float32 for --precision 32' \
+        in capsys.readouterr().out
+
+  def test_same_policy_says_nothing(self, tmp_path, capsys):
+    self.write_starts(tmp_path, start(0, 0, 'mixed_bfloat16'))
+    assert runtime.policy_of_run(
+        config_of(tmp_path), 'mixed_bfloat16') == 'mixed_bfloat16'
+    assert capsys.readouterr().out == ''
+
+  def test_older_logdirs_take_the_machines(self, tmp_path):
+    # seeds.jsonl of code before the policy was recorded; no list at all.
+    self.write_starts(tmp_path, dict(frames=0, seed=0))
+    assert runtime.policy_of_run(config_of(tmp_path), 'float32') == 'float32'
+    config = tools.AttrDict(precision=16, logdir=None)  # Tests, benchmarks.
+    assert runtime.policy_of_run(config, 'mixed_bfloat16') == 'mixed_bfloat16'
+
+  def test_set_precision_applies_it(self, tmp_path):
+    # The policy TensorFlow builds the agent under is the run's.
+    if tf.config.list_physical_devices('GPU'):
+      pytest.skip('the machine\'s policy on a GPU is mixed_float16')
+    machine = runtime.cpu_policy_for_16()
+    other = 'float32' if machine == 'mixed_bfloat16' else 'mixed_bfloat16'
+    self.write_starts(tmp_path, start(0, 0, other))
+    try:
+      assert runtime.set_precision(config_of(tmp_path)) == other
+      assert prec.global_policy().name == other
+    finally:
+      prec.set_global_policy('float32')
