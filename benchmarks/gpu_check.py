@@ -35,6 +35,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
 TAG = '@@GPU_CHECK '
 POLICIES = ('mixed_float16', 'float32')
 # Small enough for seconds per update on a CPU, even in emulated float16.

@@ -30,6 +30,7 @@ import time
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf

@@ -9,9 +9,12 @@ under float32 and bfloat16, and reports the best GFLOP/s of several runs.
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
 
 # (rows, inner, cols): square sizes, and the update's dense layers over the
 # 50 x 50 = 2500 posterior states and the imagination's 2500 starts.

@@ -29,6 +29,7 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
 
 def matmul_flops(op):
   """FLOPs of one matmul or convolution op from its static shapes."""

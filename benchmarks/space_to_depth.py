@@ -15,10 +15,13 @@ in turn, and checks that both compute the same.
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf

@@ -38,6 +38,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
 POLICIES = ('float32', 'mixed_float16', 'mixed_bfloat16')
 TAG = '@@BENCH '
 

@@ -85,6 +85,7 @@ def filtered_native_stderr(gpu_expected=None):
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from support import onednn  # noqa: E402,F401  Before TensorFlow's import.
 with filtered_native_stderr():
   import tensorflow as tf
   import tf_keras  # noqa: F401

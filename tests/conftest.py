@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-import tensorflow as tf
+from support import onednn  # noqa: E402,F401  The kernels dreamer.py runs.
+import tensorflow as tf  # noqa: E402
 
 # Two logical CPUs, so that MirroredStrategy can be tested with two replicas.
 # This must happen before TensorFlow initializes its devices.
