@@ -56,37 +56,48 @@ def set_precision(config):
 
 
 def policy_of_run(config, chosen):
-  """After a resume, the policy the run's last start used, where it can run.
+  """After a resume, float32 if the run's last start used it; else `chosen`.
 
   --precision 16 picks its policy by machine, so a run resumed on another
-  kind of machine (a CPU without native bfloat16, a GPU) would change its
-  arithmetic from that point on without being asked to. So a resume with the
-  same --precision keeps the last start's policy (seeds.jsonl lists each
-  start's): float32 and mixed_bfloat16 run on any CPU (bfloat16 matmuls at
-  0.91-1.00x float32's speed on an AVX2 CPU without native bfloat16,
-  benchmarks/matmul.py). Only mixed_float16 without a GPU is given up, as
-  emulated float16 takes 40x float32's time; that change is printed.
+  kind of machine would change its arithmetic midway without being asked
+  to. A run in float32 (started on a CPU without native bfloat16) stays in
+  float32 wherever it is resumed with the same --precision: float32 runs at
+  full speed on any CPU. The other policies cannot follow a run everywhere:
+  float16 is emulated without a GPU (40x float32's time), and bfloat16
+  convolutions without native instructions took 32x float32's time on an
+  AVX2 CPU (a transposed convolution of the decoder). So there the machine's
+  policy is taken, and the change printed; seeds.jsonl lists each start's.
+  DREAMER_FORCE_FLOAT16=1 takes mixed_float16 in any case, the way for a
+  float32 run moved to a GPU to use it.
   """
-  logdir = getattr(config, 'logdir', None)  # None in tests, benchmarks.
-  starts = read_starts(pathlib.Path(logdir) / SEEDS) if logdir else []
+  logdir = (config.get('logdir') if isinstance(config, dict)
+            else getattr(config, 'logdir', None))  # None: a benchmark's.
+  try:
+    starts = read_starts(pathlib.Path(logdir) / SEEDS) if logdir else []
+  except SeedsError:
+    return chosen  # dreamer.py refuses the file in seed_of_start.
   starts = [s for s in starts if 'policy' in s]  # Older code recorded none.
   if not starts or starts[-1]['policy'] == chosen:
     return chosen
   last = starts[-1]
-  was = f'This run\'s last start ({last["frames"]} frames) used {last["policy"]}'
+  was = (f'This run\'s last start ({last.get("frames")} frames) used '
+         f'{last["policy"]}')
   if last.get('precision') != config.precision:
-    print(f'{was} under --precision {last.get("precision")}; this one uses '
+    print(f'{was} under --precision {last.get("precision")}; this start uses '
           f'{chosen} for --precision {config.precision}.')
-    return chosen
-  if last['policy'] == 'mixed_float16':  # Chosen otherwise: no GPU here.
-    print(f'{was}. Without a GPU float16 is emulated, about 40x slower, so '
-          f'from here it runs under {chosen}: the run mixes precisions '
-          f'({SEEDS} lists each start\'s).')
-    return chosen
-  print(f'{was}; keeping it, where this machine picks {chosen} for a new '
-        f'run with --precision {config.precision}, so the run\'s arithmetic '
-        'does not change with the machine.')
-  return last['policy']
+  elif last['policy'] == 'float32' and os.environ.get(FORCE_FLOAT16) != '1':
+    print(f'{was}; keeping it (this machine picks {chosen} for a new run with '
+          f'--precision {config.precision}), so the run\'s arithmetic does '
+          f'not change with the machine. {FORCE_FLOAT16}=1 picks '
+          'mixed_float16 instead.')
+    return 'float32'
+  else:
+    print(f'{was}; this start uses {chosen}, this machine\'s policy for '
+          f'--precision {config.precision} (float16 is emulated without a '
+          'GPU, bfloat16 slow without native instructions, and '
+          f'{FORCE_FLOAT16}=1 asks for float16): the run mixes precisions '
+          f'from here ({SEEDS} lists each start\'s).')
+  return chosen
 
 
 class LossScaleOptimizer(lso.LossScaleOptimizerV3):
@@ -196,12 +207,23 @@ def read_starts(path):
   except FileNotFoundError:
     return []
   try:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    starts = [json.loads(line) for line in text.splitlines() if line.strip()]
+    problem = next((repr(s) for s in starts if not is_start(s)), None)
   except json.JSONDecodeError as e:
+    problem = str(e)
+  if problem:
     raise SeedsError(
-        f'{path} is not one JSON object a line ({e}); it lists the seed of '
-        'each start of this run. Restore it, or delete it to count this '
-        'start as the first after the episodes stored.') from e
+        f'{path} is not one JSON object a line ({problem}); it lists the '
+        'seed of each start of this run. Restore it, or delete it to count '
+        'this start as the first after the episodes stored.')
+  return starts
+
+
+def is_start(entry):
+  # Frames and seed; the precision policy since it was recorded.
+  policies = ('float32', 'mixed_bfloat16', 'mixed_float16')
+  return (isinstance(entry, dict) and 'frames' in entry and 'seed' in entry
+          and entry.get('policy', 'float32') in policies)
 
 
 def set_seed(seed, deterministic=False):

@@ -400,8 +400,9 @@ class TestPreprocess:
 
 class TestPrecision:
 
-  def test_policy_for_each_precision(self):
+  def test_policy_for_each_precision(self, tmp_path):
     config = dreamer.define_config()
+    config.logdir = tmp_path  # Not a seeds.jsonl that happens to be in '.'.
     try:
       config.precision = 32
       assert runtime.set_precision(config) == 'float32'

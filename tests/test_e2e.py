@@ -198,7 +198,8 @@ class TestResume:
     with (logdir / 'seeds.jsonl').open() as f:
       starts = [json.loads(line) for line in f]
     # Each with the policy --precision 16 gave, kept by the resume.
-    policy = runtime.cpu_policy_for_16()
+    policy = ('mixed_float16' if tf.config.list_physical_devices('GPU')
+              else runtime.cpu_policy_for_16())
     assert starts == [
         dict(frames=0, seed=0, precision=16, policy=policy),
         dict(frames=2000, seed=int(match[1]), precision=16, policy=policy)]

@@ -27,9 +27,10 @@ def load_gpu_check():
 
 class TestForceFloat16:
 
-  def test_environment_variable_selects_mixed_float16(self, monkeypatch):
+  def test_environment_variable_selects_mixed_float16(
+      self, monkeypatch, tmp_path):
     config = dreamer.define_config()
-    config.precision = 16
+    config.precision, config.logdir = 16, tmp_path
     monkeypatch.setenv(runtime.FORCE_FLOAT16, '1')
     try:
       assert runtime.set_precision(config) == 'mixed_float16'
@@ -39,9 +40,9 @@ class TestForceFloat16:
       prec.set_global_policy('float32')
 
   @pytest.mark.skipif(HAS_GPU, reason='a GPU picks mixed_float16 anyway')
-  def test_without_it_a_cpu_keeps_its_own_policy(self, monkeypatch):
+  def test_without_it_a_cpu_keeps_its_own_policy(self, monkeypatch, tmp_path):
     config = dreamer.define_config()
-    config.precision = 16
+    config.precision, config.logdir = 16, tmp_path
     monkeypatch.delenv(runtime.FORCE_FLOAT16, raising=False)
     try:
       assert runtime.set_precision(config) == runtime.cpu_policy_for_16()
@@ -139,6 +140,9 @@ def test_float16_run_resumes_and_evaluates(tmp_path, monkeypatch):
   code, second = run(*flags, '--steps', '800')
   assert code == 0, second[-3000:]
   assert 'Restored checkpoint' in second
+  # Each start records the policy it ran under, set before the record.
+  with (logdir / 'seeds.jsonl').open() as f:
+    assert [json.loads(line)['policy'] for line in f] == ['mixed_float16'] * 2
   code, evaluated = run(
       '--logdir', str(logdir), '--episodes', '1', script='evaluate.py')
   assert code == 0, evaluated[-3000:]

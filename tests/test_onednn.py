@@ -38,6 +38,9 @@ def test_users_setting_wins():
 
 
 @pytest.mark.skipif(not X86, reason='set on x86-64 CPUs only')
+@pytest.mark.skipif(
+    os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') != '1',
+    reason='the user turned oneDNN off for this session')
 def test_tests_run_the_programs_kernels():
   # conftest.py imports it first, so the oracle tests check oneDNN's sums.
   from tensorflow.python.util import _pywrap_util_port as port

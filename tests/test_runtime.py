@@ -106,30 +106,56 @@ class TestPolicyOfRun:
     policies = [(s['precision'], s['policy']) for s in starts_of(tmp_path)]
     assert policies == [(16, 'mixed_bfloat16'), (32, 'float32')]
 
-  @pytest.mark.parametrize('run, machine', [
-      ('mixed_bfloat16', 'float32'),  # To a CPU without native bfloat16.
-      ('float32', 'mixed_bfloat16'),  # To a CPU with it.
-      ('float32', 'mixed_float16'),  # To a GPU.
-      ('mixed_bfloat16', 'mixed_float16')])
-  def test_resume_keeps_the_last_starts(self, tmp_path, capsys, run, machine):
+  @pytest.mark.parametrize('machine', ['mixed_bfloat16', 'mixed_float16'])
+  def test_a_float32_run_stays_float32(self, tmp_path, capsys, machine):
+    # Started on a CPU without native bfloat16, resumed on one with it or
+    # on a GPU.
     self.write_starts(tmp_path, start(0, 0, 'mixed_float16'),
-                      start(5000, 1, run), start(9000, 2, run))
-    assert runtime.policy_of_run(config_of(tmp_path), machine) == run
+                      start(5000, 1), start(9000, 2))
+    assert runtime.policy_of_run(config_of(tmp_path), machine) == 'float32'
     out = capsys.readouterr().out
-    assert f'last start (9000 frames) used {run}; keeping it' in out
+    assert 'last start (9000 frames) used float32; keeping it' in out
     assert f'this machine picks {machine}' in out
 
-  def test_float16_without_a_gpu_is_given_up(self, tmp_path, capsys):
-    self.write_starts(tmp_path, start(0, 0, 'mixed_float16'))
-    assert runtime.policy_of_run(config_of(tmp_path), 'float32') == 'float32'
-    assert 'float16 is emulated, about 40x slower, so from here it runs under ' \
-        'float32: the run mixes precisions' in capsys.readouterr().out
+  @pytest.mark.parametrize('run, machine', [
+      ('mixed_float16', 'float32'),  # To a CPU: float16 emulated.
+      ('mixed_bfloat16', 'float32'),  # To a CPU without native bfloat16.
+      ('mixed_bfloat16', 'mixed_float16')])  # To a GPU.
+  def test_other_policies_take_the_machines(
+      self, tmp_path, capsys, run, machine):
+    self.write_starts(tmp_path, start(0, 0, run))
+    assert runtime.policy_of_run(config_of(tmp_path), machine) == machine
+    assert (f'used {run}; this start uses {machine}, this machine\'s policy'
+            in capsys.readouterr().out)
+
+  def test_forced_float16_leaves_float32(self, tmp_path, monkeypatch, capsys):
+    # The way for a float32 run moved to a GPU to take mixed_float16.
+    self.write_starts(tmp_path, start(0, 0))
+    monkeypatch.setenv(runtime.FORCE_FLOAT16, '1')
+    config = config_of(tmp_path)
+    assert runtime.policy_of_run(config, 'mixed_float16') == 'mixed_float16'
+    assert 'the run mixes precisions from here' in capsys.readouterr().out
+
+  def test_damaged_list_leaves_it_to_seed_of_start(self, tmp_path):
+    # evaluate.py and the probe go on; dreamer.py refuses it in seed_of_start.
+    (tmp_path / 'seeds.jsonl').write_text('[1, 2]\n')
+    assert runtime.policy_of_run(config_of(tmp_path), 'mixed_bfloat16') == \
+        'mixed_bfloat16'
+    with pytest.raises(runtime.SeedsError, match=r'\(\[1, 2\]\)'):
+      runtime.seed_of_start(config_of(tmp_path), 1000)
+
+  @pytest.mark.parametrize('line', [
+      '{"frames": 0}', '{"frames": 0, "seed": 0, "policy": "float64"}', '7'])
+  def test_entries_that_are_no_start_are_refused(self, tmp_path, line):
+    (tmp_path / 'seeds.jsonl').write_text(line + '\n')
+    with pytest.raises(runtime.SeedsError, match='is not one JSON object'):
+      runtime.read_starts(tmp_path / 'seeds.jsonl')
 
   def test_another_precision_flag_is_followed(self, tmp_path, capsys):
     self.write_starts(tmp_path, start(0, 0, 'mixed_bfloat16'))
     config = config_of(tmp_path, precision=32)
     assert runtime.policy_of_run(config, 'float32') == 'float32'
-    assert 'under --precision 16; this one uses float32 for --precision 32' \
+    assert 'under --precision 16; this start uses float32 for --precision 32' \
         in capsys.readouterr().out
 
   def test_same_policy_says_nothing(self, tmp_path, capsys):
@@ -145,15 +171,16 @@ class TestPolicyOfRun:
     config = tools.AttrDict(precision=16, logdir=None)  # Tests, benchmarks.
     assert runtime.policy_of_run(config, 'mixed_bfloat16') == 'mixed_bfloat16'
 
-  def test_set_precision_applies_it(self, tmp_path):
-    # The policy TensorFlow builds the agent under is the run's.
+  def test_set_precision_applies_it(self, tmp_path, monkeypatch):
+    # The policy TensorFlow builds the agent under is the run's: here a
+    # float32 run resumed on a CPU with native bfloat16.
     if tf.config.list_physical_devices('GPU'):
       pytest.skip('the machine\'s policy on a GPU is mixed_float16')
-    machine = runtime.cpu_policy_for_16()
-    other = 'float32' if machine == 'mixed_bfloat16' else 'mixed_bfloat16'
-    self.write_starts(tmp_path, start(0, 0, other))
+    monkeypatch.setattr(runtime, 'cpu_policy_for_16', lambda: 'mixed_bfloat16')
     try:
-      assert runtime.set_precision(config_of(tmp_path)) == other
-      assert prec.global_policy().name == other
+      assert runtime.set_precision(config_of(tmp_path)) == 'mixed_bfloat16'
+      self.write_starts(tmp_path, start(0, 0, 'float32'))
+      assert runtime.set_precision(config_of(tmp_path)) == 'float32'
+      assert prec.global_policy().name == 'float32'
     finally:
       prec.set_global_policy('float32')
