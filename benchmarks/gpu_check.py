@@ -49,7 +49,6 @@ OPTIMIZERS = ('model', 'actor', 'value')
 
 def worker(spec):
   """Builds the agent under one policy and times `spec['updates']` updates."""
-  sys.path.insert(0, str(ROOT))
   import gymnasium
   import numpy as np
   import tensorflow as tf
@@ -137,7 +136,6 @@ def peak_memory(tf):
 
 def devices():
   """TensorFlow's devices, and a hint when the CUDA libraries are missing."""
-  sys.path.insert(0, str(ROOT))
   from support import console  # noqa: F401  TensorFlow, quietly.
   from support import runtime
   import tensorflow as tf
@@ -177,7 +175,6 @@ def run_worker(policy, config, updates, tmp, timeout):
 
 def env_step_seconds(task, steps):
   """Seconds per agent step of the environment, random actions, 64x64."""
-  sys.path.insert(0, str(ROOT))
   import numpy as np
   import dreamer
   config = dreamer.define_config()
@@ -204,7 +201,6 @@ def projection(update_seconds, env_seconds):
 
   Leaves out the policy's own forward pass per step and the summaries.
   """
-  sys.path.insert(0, str(ROOT))
   import dreamer
   c = dreamer.define_config()
   updates = c.steps / c.train_every * c.train_steps

@@ -50,7 +50,7 @@ def schedule(agent):
   trained. Made per call, holding the value of the moment.
   """
   last = getattr(agent._should_train, '_last', None)
-  if last is not None and progress.Phase.unfinished:
+  if last is not None and progress.Phase.unfinished():
     # Saved on a stop inside a phase: the resumed run enters that phase
     # again and does the updates it had left (phase_left()).
     last -= agent._should_train._every

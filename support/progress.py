@@ -104,10 +104,9 @@ class Phase:
   """
 
   updates = 0  # All updates of this process, for the collection's status.
-  # Whether a phase has begun and not done all its updates, and how many it
-  # has left: a checkpoint saved on a stop in the middle of one keeps both,
-  # and the resumed run enters that phase again for only those (rest()).
-  unfinished = False
+  # The updates left of the phase under way (0: none begun, or all done): a
+  # checkpoint saved on a stop in the middle of one keeps the count, and the
+  # resumed run enters that phase again for only those (rest()).
   left = 0
   # The updates left of the phase a restored checkpoint stopped inside, until
   # that phase begins again (0: none).
@@ -126,16 +125,20 @@ class Phase:
     return cls.resumed or total
 
   @classmethod
+  def unfinished(cls):
+    """Whether a phase has begun and not done all its updates."""
+    return cls.left > 0
+
+  @classmethod
   def saved_left(cls):
     """What a checkpoint keeps of an unfinished phase: its updates left."""
-    return cls.left if cls.unfinished else cls.resumed
+    return cls.left if cls.unfinished() else cls.resumed
 
   def __init__(self, total, step):
     self._progress = PhaseProgress(total)
     self._total = total
     self._step = step
     self._losses = []
-    Phase.unfinished = total > 0
     Phase.left, Phase.resumed = total, 0
 
   def update(self, losses):
@@ -144,8 +147,6 @@ class Phase:
     Phase.updates += 1
     Phase.left -= 1
     self._progress(len(self._losses))
-    if len(self._losses) == self._total:
-      Phase.unfinished = False
     if len(self._losses) == self._total or stop_requested():
       check_finite(self._losses, self._step)
     poll()
@@ -230,7 +231,7 @@ def install(*at_stop_fns):
   _PREVIOUS.update({s: signal.getsignal(s) for s in _SIGNALS})
   _STOP = GracefulStop(_SIGNALS)
   _AT_STOP[:] = at_stop_fns
-  Phase.unfinished, Phase.left, Phase.resumed = False, 0, 0
+  Phase.left, Phase.resumed = 0, 0
 
 
 def uninstall():

@@ -85,7 +85,7 @@ def no_phase_left_over():
   from support import progress  # pylint: disable=import-outside-toplevel
 
   def reset():
-    progress.Phase.unfinished, progress.Phase.left = False, 0
+    progress.Phase.left = 0
     progress.Phase.resumed = 0
 
   reset()

@@ -304,11 +304,10 @@ class TestCheckpoint:
       assert progress.Phase.resumed == 0  # Saved between phases.
       # Saved on a stop inside a phase, with 2 of its updates left: that
       # phase is entered again and does only those.
-      monkeypatch.setattr(progress.Phase, 'unfinished', True)
       monkeypatch.setattr(progress.Phase, 'left', 2)
       assert int(checkpoint.schedule(agent).numpy()) == 1234 - every._every
       path = checkpoint.variables(agent).write(str(tmp_path / 'inside'))
-      monkeypatch.setattr(progress.Phase, 'unfinished', False)
+      monkeypatch.setattr(progress.Phase, 'left', 0)
       checkpoint.load(agent, path)
       assert every._last == 1234 - every._every
       assert progress.Phase.resumed == 2 and progress.Phase.rest(5) == 2
@@ -321,9 +320,9 @@ class TestCheckpoint:
       # Saved inside a first phase at fewer frames than train_every: its
       # schedule is negative, and still not "no phase yet" (-1).
       every._last = every._every - 1
-      monkeypatch.setattr(progress.Phase, 'unfinished', True)
+      monkeypatch.setattr(progress.Phase, 'left', 2)
       path = checkpoint.variables(agent).write(str(tmp_path / 'first'))
-      monkeypatch.setattr(progress.Phase, 'unfinished', False)
+      monkeypatch.setattr(progress.Phase, 'left', 0)
       every._last = None
       checkpoint.load(agent, path)
       assert every._last == -1 and progress.Phase.resumed == 2
@@ -761,10 +760,9 @@ class TestSchedule:
     # As if stopped after 1 of the 5 pretraining updates of the first call.
     first = self.drive(agent, 1, monkeypatch)
     assert first[0][1] == 5
-    monkeypatch.setattr(progress.Phase, 'unfinished', True)
     monkeypatch.setattr(progress.Phase, 'left', 4)
     prefix = checkpoint.variables(agent).write(str(tmp_path / 'inside'))
-    monkeypatch.setattr(progress.Phase, 'unfinished', False)
+    monkeypatch.setattr(progress.Phase, 'left', 0)
     resumed, _ = make_agent(
         tmp_path / 'resumed', pretrain=5, train_steps=2, train_every=100,
         log_every=300)

@@ -160,11 +160,11 @@ def test_uninstall_restores_the_signal_handlers():
 def test_a_phase_is_unfinished_until_its_last_update(monkeypatch):
   monkeypatch.setattr(progress, 'poll', lambda: None)
   phase = progress.Phase(2, step=100)
-  assert progress.Phase.unfinished
+  assert progress.Phase.unfinished()
   phase.update({'model': 1.0})
-  assert progress.Phase.unfinished  # A stop now would cut it short.
+  assert progress.Phase.unfinished()  # A stop now would cut it short.
   phase.update({'model': 1.0})
-  assert not progress.Phase.unfinished
+  assert not progress.Phase.unfinished()
 
 
 def test_a_phase_after_a_stop_inside_it_does_only_the_rest(monkeypatch):
@@ -178,7 +178,7 @@ def test_a_phase_after_a_stop_inside_it_does_only_the_rest(monkeypatch):
   assert progress.Phase.resumed == 0
   phase.update({'model': 1.0})
   # A stop now would save 1 left.
-  assert progress.Phase.saved_left() == 1 and progress.Phase.unfinished
+  assert progress.Phase.saved_left() == 1 and progress.Phase.unfinished()
   phase.update({'model': 1.0})
-  assert progress.Phase.saved_left() == 0 and not progress.Phase.unfinished
+  assert progress.Phase.saved_left() == 0 and not progress.Phase.unfinished()
   assert progress.Phase.rest(5) == 5  # Later phases do all their updates.
