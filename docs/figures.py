@@ -94,9 +94,11 @@ def wall_time(entries, frames=105000):
   """Hours from the first agent log to `frames`, from the logged fps.
 
   Each log line's fps is the frames since the previous log over the seconds
-  since it, so the sum of frames / fps is wall time. Prefill, the first
-  training phase and any time between a kill and a resume (the first line
-  after a resume has no fps) are left out.
+  since it, so the sum of frames / fps is wall time. The first fps is
+  measured from the agent's construction, after prefill, so the first
+  training phase is counted; prefill, any time between a kill and a resume,
+  and the resumed process's time up to its first log (that line has no
+  fps: its first phase) are left out.
   """
   seconds, last = 0.0, None
   for entry in entries:
