@@ -91,14 +91,15 @@ def window(entries, frames, half=25000):
 
 
 def wall_time(entries, frames=105000):
-  """Hours from the first agent log to `frames`, from the logged fps.
+  """Hours of the agent's processes up to `frames`, from the logged fps.
 
-  Each log line's fps is the frames since the previous log over the seconds
-  since it, so the sum of frames / fps is wall time. The first fps is
-  measured from the agent's construction, after prefill, so the first
-  training phase is counted; prefill, any time between a kill and a resume,
-  and the resumed process's time up to its first log (that line has no
-  fps: its first phase) are left out.
+  A process's first log line has no fps; each later one's is the frames
+  since the previous log over the seconds since the previous log, but for
+  the second line since the agent was built (dreamer.py keeps _last_time
+  from the constructor). So the sum of frames / fps runs from each
+  process's agent construction, its first training phase included, to its
+  last log up to `frames`: prefill, a process's time after its last log,
+  the gap before a resume and a resumed process's start-up are left out.
   """
   seconds, last = 0.0, None
   for entry in entries:

@@ -19,7 +19,7 @@ def phase(step, fps=None):
   return entry
 
 
-def test_wall_time_counts_each_process_from_its_first_log(figures):
+def test_wall_time_sums_each_process_and_not_the_gap_before_a_resume(figures):
   entries = [
       {'step': 5000, 'test/return': 136.0},
       phase(5000),             # First start: no fps at its first log.
@@ -27,7 +27,7 @@ def test_wall_time_counts_each_process_from_its_first_log(figures):
       phase(6000, fps=0.5),    # 2000 s since the agent was built.
       phase(7000, fps=1.0),    # 1000 s.
       phase(8000),             # A resume: its first phase has no fps.
-      phase(9000, fps=2.0),    # 500 s.
+      phase(9000, fps=2.0),    # 500 s since the resumed agent was built.
   ]
   assert figures.wall_time(entries) == pytest.approx(3500 / 3600)
 
