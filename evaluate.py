@@ -86,6 +86,8 @@ def build_agent(config, logdir, path, actspace, scratch):
   directory = logdir / 'checkpoints'
   if path is None and not tf.train.latest_checkpoint(str(directory)):
     raise EvalError(f'{logdir} has no checkpoint in {directory}.')
+  if path is not None:
+    check_readable(path)
   writer = tf.summary.create_noop_writer()
   # The agent's constructor takes one train step on replay data. It gets a
   # copy of one episode, so that the run's replay (and its cache) is never
@@ -108,6 +110,17 @@ def build_agent(config, logdir, path, actspace, scratch):
     raise EvalError(str(e)) from e
   agent._step.assign(dreamer.count_steps(datadir, config))
   return agent, restored
+
+
+def check_readable(path):
+  # Before the agent is built, which takes a minute at the paper's sizes: a
+  # mistyped --checkpoint is named at once.
+  try:
+    tf.train.load_checkpoint(str(path))
+  except tf.errors.OpError as e:
+    raise EvalError(f'Cannot read the checkpoint {path}: {e.message}') from e
+  except ValueError as e:  # A directory without a checkpoint in it.
+    raise EvalError(f'Cannot read the checkpoint {path}: {e}') from e
 
 
 def one_episode(datadir, length, scratch):

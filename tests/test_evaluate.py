@@ -119,7 +119,11 @@ class TestBadInput:
     output = self._refused('--logdir', logdir)
     assert 'does not fit' in output
 
-  def test_missing_checkpoint_path(self, cartpole_run, tmp_path):
+  @pytest.mark.parametrize('name', ['ckpt-1', ''])
+  def test_missing_checkpoint_path(self, cartpole_run, tmp_path, name):
+    # A prefix with no files, and a directory with no checkpoint in it.
     output = self._refused('--logdir', cartpole_run[0], '--checkpoint',
-                           tmp_path / 'ckpt-1')
-    assert 'Cannot read the checkpoint' in output
+                           tmp_path / name)
+    assert f'Cannot read the checkpoint {tmp_path / name}' in output
+    # Named before the agent is built (a minute at the paper's sizes).
+    assert 'model parameters' not in output
