@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from support import checkpoint, runtime, storage
 import tensorflow as tf
 
 SCALE = 4  # Nearest-neighbour upscaling of the 64x64 frames for viewing.
+# The files of a checkpoint, where its prefix is meant.
+CHECKPOINT_FILE = re.compile(r'\.(index|data-\d+-of-\d+)$')
 
 
 class EvalError(Exception):
@@ -84,10 +87,7 @@ def read_config(logdir):
 def build_agent(config, logdir, path, actspace, scratch):
   datadir = logdir / 'episodes'
   directory = logdir / 'checkpoints'
-  if path is None and not tf.train.latest_checkpoint(str(directory)):
-    raise EvalError(f'{logdir} has no checkpoint in {directory}.')
-  if path is not None:
-    check_readable(path)
+  path = check_listed(logdir, directory, path)
   writer = tf.summary.create_noop_writer()
   # The agent's constructor takes one train step on replay data. It gets a
   # copy of one episode, so that the run's replay (and its cache) is never
@@ -103,24 +103,44 @@ def build_agent(config, logdir, path, actspace, scratch):
   except (AssertionError, ValueError) as e:
     raise EvalError(f'The checkpoint {path} does not fit the agent of '
                     f'this run ({e}).') from e
-  except tf.errors.OpError as e:
-    raise EvalError(f'Cannot read the checkpoint {path}: '
-                    f'{e.message}') from e
+  except (tf.errors.OpError, IndexError) as e:
+    # A truncated data file raises IndexError ("Read less bytes than
+    # requested"), as in checkpoint.restore_latest.
+    message = getattr(e, 'message', None) or str(e)
+    raise EvalError(f'Cannot read the checkpoint {path}: {message}') from e
   except checkpoint.CheckpointError as e:
     raise EvalError(str(e)) from e
   agent._step.assign(dreamer.count_steps(datadir, config))
   return agent, restored
 
 
-def check_readable(path):
-  # Before the agent is built, which takes a minute at the paper's sizes: a
-  # mistyped --checkpoint is named at once.
+def check_listed(logdir, directory, path):
+  """Names a missing checkpoint before the agent is built (a minute at the
+  paper's sizes); returns the --checkpoint path with `~` expanded.
+
+  A directory only has to list one: checkpoint.load falls back from a
+  damaged newest one to an older one, as for a run's own checkpoints.
+  """
+  target = directory if path is None else pathlib.Path(path).expanduser()
+  if CHECKPOINT_FILE.search(target.name):
+    prefix = CHECKPOINT_FILE.sub('', str(target))
+    raise EvalError(f'{path} is one file of a checkpoint; give its prefix, '
+                    f'--checkpoint {prefix}.')
   try:
-    tf.train.load_checkpoint(str(path))
+    if path is None or target.is_dir():
+      if not (target.is_dir() and checkpoint.listed_in(target)):
+        raise EvalError(f'{logdir} has no checkpoint in {directory}.'
+                        if path is None else
+                        f'Cannot read the checkpoint {path}: the directory '
+                        'lists no checkpoint.')
+    else:
+      tf.train.load_checkpoint(str(target))  # Reads only the index.
   except tf.errors.OpError as e:
     raise EvalError(f'Cannot read the checkpoint {path}: {e.message}') from e
-  except ValueError as e:  # A directory without a checkpoint in it.
-    raise EvalError(f'Cannot read the checkpoint {path}: {e}') from e
+  except ValueError as e:  # A `checkpoint` file that TensorFlow cannot parse.
+    raise EvalError(f'Cannot read the list of checkpoints in {target}: '
+                    f'{e}') from e
+  return None if path is None else target
 
 
 def one_episode(datadir, length, scratch):

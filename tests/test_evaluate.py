@@ -119,6 +119,22 @@ class TestBadInput:
     output = self._refused('--logdir', logdir)
     assert 'does not fit' in output
 
+  @pytest.mark.parametrize('name', [
+      'ckpt-3000.index', 'ckpt-3000.data-00000-of-00001'])
+  def test_file_of_a_checkpoint(self, cartpole_run, name):
+    checkpoints = cartpole_run[0] / 'checkpoints'
+    output = self._refused('--logdir', cartpole_run[0], '--checkpoint',
+                           checkpoints / name)
+    assert (f'is one file of a checkpoint; give its prefix, --checkpoint '
+            f'{checkpoints / "ckpt-3000"}.') in output
+
+  def test_unparsable_list_of_checkpoints(self, cartpole_run, tmp_path):
+    logdir = tmp_path / 'run'
+    shutil.copytree(cartpole_run[0], logdir)
+    (logdir / 'checkpoints' / 'checkpoint').write_text('')
+    output = self._refused('--logdir', logdir)
+    assert 'Cannot read the list of checkpoints in' in output
+
   @pytest.mark.parametrize('name', ['ckpt-1', ''])
   def test_missing_checkpoint_path(self, cartpole_run, tmp_path, name):
     # A prefix with no files, and a directory with no checkpoint in it.
@@ -127,3 +143,32 @@ class TestBadInput:
     assert f'Cannot read the checkpoint {tmp_path / name}' in output
     # Named before the agent is built (a minute at the paper's sizes).
     assert 'model parameters' not in output
+
+
+def test_checkpoint_by_prefix_by_directory_and_truncated(
+    cartpole_run, tmp_path):
+  """--checkpoint as a prefix; as a directory whose newest checkpoint is
+  gone, which falls back to the older one as a run's own directory does;
+  and as a prefix whose data file is truncated: refused, no traceback."""
+  logdirs = [tmp_path / name for name in ('prefix', 'gone', 'truncated')]
+  for logdir in logdirs:
+    shutil.copytree(cartpole_run[0], logdir)
+  prefix, gone, truncated = [d / 'checkpoints' for d in logdirs]
+  for path in gone.glob('ckpt-3000.*'):
+    path.unlink()
+  data = truncated / 'ckpt-3000.data-00000-of-00001'
+  data.write_bytes(data.read_bytes()[:1000])
+  paths = [prefix / 'ckpt-2000', gone, truncated / 'ckpt-3000']
+  # At once: an evaluation is mostly one thread.
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    futures = [pool.submit(
+        run, '--logdir', logdir, '--checkpoint', path, '--episodes', '1',
+        script='evaluate.py') for logdir, path in zip(logdirs, paths)]
+    (code1, out1), (code2, out2), (code3, out3) = [
+        f.result() for f in futures]
+  assert code1 == 0, out1[-3000:]
+  assert f'Evaluating {prefix / "ckpt-2000"} (step 3000)' in out1
+  assert code2 == 0, out2[-3000:]
+  assert f'Evaluating {gone / "ckpt-2000"} (step 3000)' in out2
+  assert code3 == 2 and 'Traceback' not in out3, out3[-3000:]
+  assert f'Cannot read the checkpoint {paths[2]}: Read less bytes' in out3
