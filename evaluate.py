@@ -128,7 +128,7 @@ def check_listed(logdir, directory, path):
                     f'--checkpoint {prefix}.')
   try:
     if path is None or target.is_dir():
-      if not (target.is_dir() and checkpoint.listed_in(target)):
+      if not checkpoint.exists(target):
         raise EvalError(f'{logdir} has no checkpoint in {directory}.'
                         if path is None else
                         f'Cannot read the checkpoint {path}: the directory '
