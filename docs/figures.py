@@ -354,6 +354,7 @@ def main(argv=None):
   walker_claims()
   ts200_claims()
   paper_status()
+  paper_status(PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0')
   paper_status(PAPER / 'attempt-addeae0' / 'dmc_cartpole_balance' / '0')
   paper_status(PAPER / 'attempt-74bbde1' / 'dmc_cartpole_balance' / '0')
   if args.shared:
