@@ -284,7 +284,7 @@ def shared_claims(directory):
 PAPER = ROOT / 'scores' / 'paper'
 
 
-def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0'):
+def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0', attempt=None):
   """Where the default command's run stands (issue 20; scores/paper)."""
   if not (pathlib.Path(rundir) / 'metrics.jsonl').exists():
     return
@@ -304,6 +304,8 @@ def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0'):
   steps, values = series(entries, 'actor_grad_norm')
   print('actor gradient norm: ' + ', '.join(
       f'{k(s)} {v:.2g}' for s, v in zip(steps, values)))
+  if attempt:
+    same_seed(rundir, attempt)
   seeds = plotting.load_reference(ROOT / 'scores').curves[
       'dmc_cartpole_balance']
   for frames in (5000, 105000):
@@ -319,6 +321,36 @@ def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0'):
     for first, end, count, norms in bound_stretches(load(run)):
       print(f'  {name:<27} {k(first)}–{k(end)} ({count} returns), gradient '
             f'norm {min(norms):.2g}–{max(norms):.2g}')
+
+
+def first_difference(entries, other):
+  """(step, key, ours, theirs): the first logged value two runs disagree on.
+
+  Lines are matched by step; fps, a wall-clock figure, is left out. None if
+  every value the two share is the same.
+  """
+  theirs = {}
+  for entry in other:
+    theirs.setdefault(entry['step'], {}).update(entry)
+  for entry in sorted(entries, key=lambda e: e['step']):
+    for key, value in entry.items():
+      if key in ('step', 'fps') or key not in theirs.get(entry['step'], {}):
+        continue
+      if theirs[entry['step']][key] != value:
+        return entry['step'], key, value, theirs[entry['step']][key]
+  return None
+
+
+def same_seed(rundir, attempt):
+  """Where the run leaves an earlier attempt of the same command and seed."""
+  found = first_difference(load(rundir), load(attempt))
+  name = attempt.relative_to(PAPER)
+  if found is None:
+    print(f'every value it shares with {name} is the same')
+    return
+  step, key, ours, theirs = found
+  print(f'the first value it logs differently from {name} (the same seed): '
+        f'{key} at {k(step)}, {ours:.6g} against {theirs:.6g}')
 
 
 def bound_stretches(entries, least=3):
@@ -353,7 +385,7 @@ def main(argv=None):
   world_model_claims()
   walker_claims()
   ts200_claims()
-  paper_status()
+  paper_status(attempt=PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0')
   paper_status(PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0')
   paper_status(PAPER / 'attempt-addeae0' / 'dmc_cartpole_balance' / '0')
   paper_status(PAPER / 'attempt-74bbde1' / 'dmc_cartpole_balance' / '0')

@@ -36,3 +36,16 @@ def test_wall_time_stops_at_the_frames_asked(figures):
   entries = [phase(5000), phase(6000, fps=1.0), phase(7000, fps=1.0)]
   assert figures.wall_time(entries, frames=6000) == pytest.approx(1000 / 3600)
   assert figures.wall_time([phase(5000)]) == 0
+
+
+def test_first_difference_matches_steps_and_skips_fps(figures):
+  ours = [{'step': 1000, 'train/return': 242.25, 'fps': 1.0},
+          {'step': 5000, 'model_loss': 2.0, 'actor_loss': -3.0},
+          {'step': 5000, 'test/return': 188.375},
+          {'step': 6000, 'model_loss': 1.5}]
+  theirs = [{'step': 1000, 'train/return': 242.25, 'fps': 2.0},
+            {'step': 5000, 'test/return': 207.25},
+            {'step': 5000, 'model_loss': 2.0, 'actor_loss': -3.5}]
+  assert figures.first_difference(ours, theirs) == (
+      5000, 'actor_loss', -3.0, -3.5)
+  assert figures.first_difference(ours[:1], theirs) is None
