@@ -282,6 +282,8 @@ def shared_claims(directory):
 
 
 PAPER = ROOT / 'scores' / 'paper'
+# The attempt of the same command and seed lost with runs/ at 24k frames.
+LOST_D5D4941 = PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0'
 
 
 def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0', attempt=None):
@@ -304,7 +306,7 @@ def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0', attempt=None):
   steps, values = series(entries, 'actor_grad_norm')
   print('actor gradient norm: ' + ', '.join(
       f'{k(s)} {v:.2g}' for s, v in zip(steps, values)))
-  if attempt:
+  if attempt is not None:
     same_seed(rundir, attempt)
   seeds = plotting.load_reference(ROOT / 'scores').curves[
       'dmc_cartpole_balance']
@@ -326,8 +328,9 @@ def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0', attempt=None):
 def first_difference(entries, other):
   """(step, key, ours, theirs): the first logged value two runs disagree on.
 
-  Lines are matched by step; fps, a wall-clock figure, is left out. None if
-  every value the two share is the same.
+  Lines are matched by step; fps, a wall-clock figure, is left out, and so
+  is a step or key only one of the two logged. Two NaNs count as the same.
+  None if every value the two share is the same.
   """
   theirs = {}
   for entry in other:
@@ -336,8 +339,10 @@ def first_difference(entries, other):
     for key, value in entry.items():
       if key in ('step', 'fps') or key not in theirs.get(entry['step'], {}):
         continue
-      if theirs[entry['step']][key] != value:
-        return entry['step'], key, value, theirs[entry['step']][key]
+      other_value = theirs[entry['step']][key]
+      if other_value != value and not (np.isnan(other_value)
+                                       and np.isnan(value)):
+        return entry['step'], key, value, other_value
   return None
 
 
@@ -385,8 +390,8 @@ def main(argv=None):
   world_model_claims()
   walker_claims()
   ts200_claims()
-  paper_status(attempt=PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0')
-  paper_status(PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0')
+  paper_status(attempt=LOST_D5D4941)
+  paper_status(LOST_D5D4941)
   paper_status(PAPER / 'attempt-addeae0' / 'dmc_cartpole_balance' / '0')
   paper_status(PAPER / 'attempt-74bbde1' / 'dmc_cartpole_balance' / '0')
   if args.shared:

@@ -1,4 +1,4 @@
-"""docs/figures.py: the logged wall time the docs quote."""
+"""docs/figures.py: the logged wall time the docs quote, and run comparisons."""
 
 import pytest
 
@@ -49,3 +49,9 @@ def test_first_difference_matches_steps_and_skips_fps(figures):
   assert figures.first_difference(ours, theirs) == (
       5000, 'actor_loss', -3.0, -3.5)
   assert figures.first_difference(ours[:1], theirs) is None
+  # A step or key only one run logged, and NaN in both, are no difference.
+  alone = [{'step': 1000, 'train/return': 242.25, 'only_ours': 1.0},
+           {'step': 9000, 'model_loss': 1.0},
+           {'step': 5000, 'model_loss': float('nan')}]
+  assert figures.first_difference(alone, theirs[:1] + [
+      {'step': 5000, 'model_loss': float('nan')}]) is None
