@@ -22,6 +22,54 @@ def run(*flags, script='dreamer.py', timeout=400):
   return result.returncode, result.stdout
 
 
+# Runs each command line of a JSON list through a script's entry point in
+# this one process, and prints [exit code, output] for each as JSON: the
+# program's start-up (about 10 s, most of it TensorFlow's import) is paid
+# once. Each entry point is the one `python <script>` calls.
+MANY = """
+import contextlib, io, json, sys, traceback
+script, argvs = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = [script]  # argparse names the program by it.
+if script == 'dreamer.py':
+  import dreamer, tools
+  from support import cli
+  entry = lambda argv: cli.run(
+      dreamer.main, dreamer.define_config, tools.args_type, argv)
+else:
+  import evaluate
+  entry = evaluate.main
+results = []
+for argv in argvs:
+  output = io.StringIO()
+  with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+    try:
+      code = entry(argv)
+    except SystemExit as e:  # argparse's refusals.
+      code = e.code
+    except BaseException:  # As the interpreter would show it.
+      traceback.print_exc()
+      code = 1
+  results.append([code, output.getvalue()])
+print('RESULTS ' + json.dumps(results))
+"""
+
+
+def run_many(argvs, script='dreamer.py', timeout=400):
+  """[(exit code, output)] of `python <script> <argv>` for each argv.
+
+  For commands that are refused or end quickly: they share one process, so
+  a command must leave nothing behind that changes the next one's outcome.
+  """
+  argvs = [[str(flag) for flag in argv] for argv in argvs]
+  result = subprocess.run(
+      [sys.executable, '-c', MANY, script, json.dumps(argvs)], cwd=ROOT,
+      timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+  lines = [l for l in result.stdout.splitlines() if l.startswith('RESULTS ')]
+  assert result.returncode == 0 and lines, result.stdout[-3000:]
+  return [tuple(r) for r in json.loads(lines[-1][len('RESULTS '):])]
+
+
 def read_metrics(logdir):
   with (logdir / 'metrics.jsonl').open() as f:
     return [json.loads(line) for line in f]

@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import pytest
 
 from runs import run
+from runs import run_many
 
 
 def fingerprint(logdir):
@@ -88,59 +89,89 @@ def test_run_is_left_as_it_was(evaluated):
   assert 'Training for' not in evaluated['first'][1]
 
 
+@pytest.fixture(scope='module')
+def refusals(cartpole_run, tmp_path_factory):
+  """(exit code, output) of each bad input, by name: all in one process
+  (runs.run_many), except test_not_a_run, which runs `python evaluate.py`."""
+  root = tmp_path_factory.mktemp('refusals')
+  checkpoints = cartpole_run[0] / 'checkpoints'
+
+  def copy(name):
+    logdir = root / name
+    shutil.copytree(cartpole_run[0], logdir)
+    return logdir
+
+  unreadable = root / 'unreadable'
+  unreadable.mkdir()
+  (unreadable / 'config.json').write_text('{not json')
+  no_checkpoint = copy('no_checkpoint')
+  shutil.rmtree(no_checkpoint / 'checkpoints')
+  unparsable = copy('unparsable')
+  (unparsable / 'checkpoints' / 'checkpoint').write_text('')
+  empty = root / 'empty'
+  empty.mkdir()
+  other_size = copy('other_size')
+  config = json.loads((other_size / 'config.json').read_text())
+  config['num_units'] = 48
+  (other_size / 'config.json').write_text(json.dumps(config))
+  cases = {
+      'unreadable_config': ['--logdir', unreadable],
+      'no_checkpoint': ['--logdir', no_checkpoint],
+      'index_file': ['--logdir', cartpole_run[0], '--checkpoint',
+                     checkpoints / 'ckpt-3000.index'],
+      'data_file': ['--logdir', cartpole_run[0], '--checkpoint',
+                    checkpoints / 'ckpt-3000.data-00000-of-00001'],
+      'unparsable': ['--logdir', unparsable],
+      'missing_prefix': ['--logdir', cartpole_run[0], '--checkpoint',
+                         root / 'missing' / 'ckpt-1'],
+      'empty_directory': ['--logdir', cartpole_run[0], '--checkpoint', empty],
+      # Last: the only one that builds the agent.
+      'other_size': ['--logdir', other_size],
+  }
+  results = dict(zip(cases, run_many(cases.values(), script='evaluate.py')))
+  return dict(results, root=root, checkpoints=checkpoints)
+
+
 class TestBadInput:
 
-  def _refused(self, *flags):
-    code, output = run(*map(str, flags), script='evaluate.py', timeout=200)
+  def _refused(self, refusals, name):
+    code, output = refusals[name]
     assert code == 2, output[-2000:]
     assert 'Traceback' not in output
     return output
 
   def test_not_a_run(self, tmp_path):
-    output = self._refused('--logdir', tmp_path)
+    # The program itself, as a user starts it: exit status 2, no traceback.
+    code, output = run('--logdir', str(tmp_path), script='evaluate.py',
+                       timeout=200)
+    assert code == 2 and 'Traceback' not in output, output[-2000:]
     assert 'is not a run of dreamer.py: it has no config.json' in output
 
-  def test_unreadable_config(self, tmp_path):
-    (tmp_path / 'config.json').write_text('{not json')
-    assert 'Cannot read' in self._refused('--logdir', tmp_path)
+  def test_unreadable_config(self, refusals):
+    assert 'Cannot read' in self._refused(refusals, 'unreadable_config')
 
-  def test_no_checkpoint(self, cartpole_run, tmp_path):
-    logdir = tmp_path / 'run'
-    shutil.copytree(cartpole_run[0], logdir)
-    shutil.rmtree(logdir / 'checkpoints')
-    assert 'has no checkpoint' in self._refused('--logdir', logdir)
+  def test_no_checkpoint(self, refusals):
+    assert 'has no checkpoint' in self._refused(refusals, 'no_checkpoint')
 
-  def test_checkpoint_of_another_size(self, cartpole_run, tmp_path):
-    logdir = tmp_path / 'run'
-    shutil.copytree(cartpole_run[0], logdir)
-    config = json.loads((logdir / 'config.json').read_text())
-    config['num_units'] = 48
-    (logdir / 'config.json').write_text(json.dumps(config))
-    output = self._refused('--logdir', logdir)
-    assert 'does not fit' in output
+  def test_checkpoint_of_another_size(self, refusals):
+    assert 'does not fit' in self._refused(refusals, 'other_size')
 
-  @pytest.mark.parametrize('name', [
-      'ckpt-3000.index', 'ckpt-3000.data-00000-of-00001'])
-  def test_file_of_a_checkpoint(self, cartpole_run, name):
-    checkpoints = cartpole_run[0] / 'checkpoints'
-    output = self._refused('--logdir', cartpole_run[0], '--checkpoint',
-                           checkpoints / name)
+  @pytest.mark.parametrize('name', ['index_file', 'data_file'])
+  def test_file_of_a_checkpoint(self, refusals, name):
+    prefix = refusals['checkpoints'] / 'ckpt-3000'
     assert (f'is one file of a checkpoint; give its prefix, --checkpoint '
-            f'{checkpoints / "ckpt-3000"}.') in output
+            f'{prefix}.') in self._refused(refusals, name)
 
-  def test_unparsable_list_of_checkpoints(self, cartpole_run, tmp_path):
-    logdir = tmp_path / 'run'
-    shutil.copytree(cartpole_run[0], logdir)
-    (logdir / 'checkpoints' / 'checkpoint').write_text('')
-    output = self._refused('--logdir', logdir)
-    assert 'Cannot read the list of checkpoints in' in output
+  def test_unparsable_list_of_checkpoints(self, refusals):
+    assert 'Cannot read the list of checkpoints in' in self._refused(
+        refusals, 'unparsable')
 
-  @pytest.mark.parametrize('name', ['ckpt-1', ''])
-  def test_missing_checkpoint_path(self, cartpole_run, tmp_path, name):
+  @pytest.mark.parametrize('name, path', [
+      ('missing_prefix', 'missing/ckpt-1'), ('empty_directory', 'empty')])
+  def test_missing_checkpoint_path(self, refusals, name, path):
     # A prefix with no files, and a directory with no checkpoint in it.
-    output = self._refused('--logdir', cartpole_run[0], '--checkpoint',
-                           tmp_path / name)
-    assert f'Cannot read the checkpoint {tmp_path / name}' in output
+    output = self._refused(refusals, name)
+    assert f'Cannot read the checkpoint {refusals["root"] / path}' in output
     # Named before the agent is built (a minute at the paper's sizes).
     assert 'model parameters' not in output
 
