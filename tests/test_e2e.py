@@ -294,7 +294,8 @@ def twins(tmp_path_factory):
     flags = (
         '--preset', 'tiny', '--task', 'dmc_cartpole_balance', '--seed', '3',
         '--deterministic', 'True', '--prefill', '500', '--eval_every', '500',
-        '--log_every', '500', '--train_every', '500', '--logdir', str(logdir))
+        '--log_every', '500', '--train_every', '500', '--log_images', 'False',
+        '--logdir', str(logdir))
     code, output = run(*flags, '--steps', '1000')
     if code != 0:
       return code, output

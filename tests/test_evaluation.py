@@ -81,8 +81,8 @@ def test_run_logs_the_mean_of_two_episodes(tmp_path):
                      '--time_limit', '200', '--prefill', '200',
                      '--eval_every', '200', '--train_every', '200',
                      '--log_every', '200', '--steps', '400',
-                     '--eval_episodes', '2', '--logdir', str(logdir),
-                     timeout=900)
+                     '--eval_episodes', '2', '--log_images', 'False',
+                     '--logdir', str(logdir), timeout=900)
   assert code == 0, output[-3000:]
   metrics = read_metrics(logdir)
   episodes = [m for m in metrics if 'test/episode_return' in m]
