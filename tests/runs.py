@@ -35,17 +35,23 @@ if script == 'dreamer.py':
   from support import cli
   entry = lambda argv: cli.run(
       dreamer.main, dreamer.define_config, tools.args_type, argv)
-else:
+elif script == 'evaluate.py':
   import evaluate
   entry = evaluate.main
+else:
+  raise ValueError(f'run_many knows dreamer.py and evaluate.py, not {script}')
 results = []
 for argv in argvs:
   output = io.StringIO()
   with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
     try:
       code = entry(argv)
-    except SystemExit as e:  # argparse's refusals.
-      code = e.code
+    except SystemExit as e:  # argparse's refusals; as the interpreter exits.
+      if e.code is None or isinstance(e.code, int):
+        code = e.code or 0
+      else:
+        print(e.code, file=sys.stderr)
+        code = 1
     except BaseException:  # As the interpreter would show it.
       traceback.print_exc()
       code = 1
@@ -59,6 +65,11 @@ def run_many(argvs, script='dreamer.py', timeout=400):
 
   For commands that are refused or end quickly: they share one process, so
   a command must leave nothing behind that changes the next one's outcome.
+  The output is what Python writes to sys.stdout and sys.stderr while the
+  entry point runs: not what native code (TensorFlow, MuJoCo) writes to the
+  file descriptors, nor what the imports print, nor a warning a case before
+  it showed already. So a test that asserts something is absent from it
+  holds only for Python's own prints.
   """
   argvs = [[str(flag) for flag in argv] for argv in argvs]
   result = subprocess.run(

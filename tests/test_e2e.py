@@ -294,13 +294,14 @@ def twins(tmp_path_factory):
     flags = (
         '--preset', 'tiny', '--task', 'dmc_cartpole_balance', '--seed', '3',
         '--deterministic', 'True', '--prefill', '500', '--eval_every', '500',
-        '--log_every', '500', '--train_every', '500', '--log_images', 'False',
-        '--logdir', str(logdir))
+        '--log_every', '500', '--train_every', '500', '--logdir', str(logdir))
     code, output = run(*flags, '--steps', '1000')
     if code != 0:
       return code, output
     return run(*flags, '--steps', '1500')
 
+  # With the open-loop GIF (the default): the suite's only --deterministic
+  # runs, so its trace and image steps are covered too.
   # At once: each run's start-up is mostly one thread. Sharing the cores
   # must not change anything that --deterministic fixes.
   logdirs = [root / 'a', root / 'b']
