@@ -11,7 +11,7 @@ from unittest import mock
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def run(*flags, script='dreamer.py', timeout=400):
+def run(*flags, script='dreamer.py', timeout=900):
   """Runs a script from the repository root; returns (exit code, output)."""
   result = subprocess.run(
       [sys.executable, script, *flags], cwd=ROOT, timeout=timeout,
