@@ -147,7 +147,27 @@ def part_of(name, layers):
   return 'other (losses, distributions, data, casts)'
 
 
-def report(rows, steps, layers, top):
+def counted(kind):
+  """Whether a profiled op type is one whose FLOPs the limit counts.
+
+  oneDNN's rewrites keep the name of the op they replace (`_MklMatMul`,
+  `_MklNativeFusedConv2D`, `_MklNativeConv2DBackpropFilterWithBias`).
+  """
+  return 'MatMul' in kind or 'Conv2D' in kind
+
+
+def report_matmuls(by_type, total, steps, flops, rate):
+  """The counted ops' thread time, and their rate over all cores."""
+  seconds = sum(t for kind, t in by_type.items() if counted(kind)) / steps / 1e6
+  cores = os.cpu_count()
+  achieved = flops / (seconds / cores) / 1e9
+  print(f'\nMatmuls and convolutions: {seconds:.2f} s of the '
+        f'{total / steps / 1e6:.2f} s ({seconds * steps * 1e6 / total:.0%}); '
+        f'over {cores} cores {achieved:.0f} GFLOP/s, '
+        f'{achieved / rate:.0%} of the best matmul.')
+
+
+def report(rows, steps, layers, top, flops, rate):
   total = sum(t for _, _, t in rows)
   by_part, by_type = collections.Counter(), collections.Counter()
   for name, kind, time_us in rows:
@@ -169,6 +189,7 @@ def report(rows, steps, layers, top):
   print('|---|---:|---:|')
   for kind, time_us in by_type.most_common(15):
     print(f'| {kind} | {time_us / steps / 1e6:.2f} | {time_us / total:.0%} |')
+  report_matmuls(by_type, total, steps, flops, rate)
   if top:
     print('\n| op | type | network | s per update |')
     print('|---|---|---|---:|')
@@ -219,7 +240,7 @@ def main():
   print(f'Best {dtype} matmul: {rate:.0f} GFLOP/s, so the limit is '
         f'{limit:.2f} s; best update / limit = {best / limit:.2f}, '
         f'mean / limit = {mean / limit:.2f}.')
-  report(rows, args.steps, layers, args.top)
+  report(rows, args.steps, layers, args.top, flops, rate)
 
 
 if __name__ == '__main__':

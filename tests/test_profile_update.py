@@ -55,3 +55,13 @@ def test_every_call_of_a_function_counts(profile_update):
   a, b = tf.zeros((8, 16)), tf.zeros((16, 4))
   calls = lambda a, b: [inner(a, b) for _ in range(3)]
   assert flops_of(profile_update, calls, a, b) == 3 * 2 * 8 * 16 * 4
+
+
+def test_counted_op_types_are_those_of_the_flop_count(profile_update):
+  # Profiled names after oneDNN's rewrites, and TensorFlow's own.
+  for kind in ('_MklMatMul', '_MklNativeFusedMatMul', 'BatchMatMulV2',
+               '_MklNativeConv2DBackpropFilterWithBias', 'Conv2D',
+               '_MklNativePadWithConv2D', 'Conv2DBackpropInput'):
+    assert profile_update.counted(kind), kind
+  for kind in ('Elu', 'EluGrad', 'BiasAddGrad', 'Cast', 'Dataset', 'L2Loss'):
+    assert not profile_update.counted(kind), kind
