@@ -158,11 +158,11 @@ def counted(kind):
 
 def report_matmuls(by_type, total, steps, flops, rate):
   """The counted ops' thread time, and their rate over all cores."""
-  seconds = sum(t for kind, t in by_type.items() if counted(kind)) / steps / 1e6
-  cores = os.cpu_count()
+  time_us = sum(t for kind, t in by_type.items() if counted(kind))
+  seconds, cores = time_us / steps / 1e6, os.cpu_count()
   achieved = flops / (seconds / cores) / 1e9
   print(f'\nMatmuls and convolutions: {seconds:.2f} s of the '
-        f'{total / steps / 1e6:.2f} s ({seconds * steps * 1e6 / total:.0%}); '
+        f'{total / steps / 1e6:.2f} s ({time_us / total:.0%}); '
         f'over {cores} cores {achieved:.0f} GFLOP/s, '
         f'{achieved / rate:.0%} of the best matmul.')
 
