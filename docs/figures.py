@@ -283,11 +283,13 @@ def shared_claims(directory):
 
 PAPER = ROOT / 'scores' / 'paper'
 # Attempts of the same command and seed, lost with runs/ (24k, 11k, 6k
-# frames in float32; 16k in mixed_bfloat16).
+# frames in float32; 16k in mixed_bfloat16) or with /root/dreamer-runs/
+# (38k in mixed_bfloat16).
 LOST_D5D4941 = PAPER / 'attempt-d5d4941' / 'dmc_cartpole_balance' / '0'
 LOST_514F07B = PAPER / 'attempt-514f07b' / 'dmc_cartpole_balance' / '0'
 LOST_09FA511 = PAPER / 'attempt-09fa511' / 'dmc_cartpole_balance' / '0'
 LOST_ADDEAE0 = PAPER / 'attempt-addeae0' / 'dmc_cartpole_balance' / '0'
+LOST_6FAE87F = PAPER / 'attempt-6fae87f' / 'dmc_cartpole_balance' / '0'
 
 
 def paper_status(rundir=PAPER / 'dmc_cartpole_balance' / '0', attempt=None):
@@ -394,7 +396,8 @@ def main(argv=None):
   world_model_claims()
   walker_claims()
   ts200_claims()
-  paper_status(attempt=LOST_ADDEAE0)
+  paper_status(attempt=LOST_6FAE87F)
+  paper_status(LOST_6FAE87F, attempt=LOST_ADDEAE0)
   paper_status(LOST_09FA511, attempt=LOST_514F07B)
   paper_status(LOST_514F07B, attempt=LOST_D5D4941)
   paper_status(LOST_D5D4941)
