@@ -259,6 +259,41 @@ def ts200_claims():
         f'at the bound {at_bound} of {len(late)}')
 
 
+def batch32_claims():
+  print('\n== cartpole_balance independent-b32-0: the preset at batch 32 in '
+        'mixed_bfloat16 ==')
+  entries = load(CARTPOLE / 'independent-b32-0')
+  base = load(CARTPOLE / 'independent-0')  # Seed 0, batch 16, float32.
+  config = json.loads((CARTPOLE / 'independent-b32-0' / 'config.json')
+                      .read_text())
+  print(f'batch_size {config["batch_size"]}, precision {config["precision"]}'
+        f', last line at {k(max(e["step"] for e in entries))} frames')
+  _, ours = between(entries, 'train/return', 0, 5000)
+  _, theirs = between(base, 'train/return', 0, 5000)
+  print('prefill train returns, this run / independent-0: ' + ', '.join(
+      f'{a:.2f}/{b:.2f}' for a, b in zip(ours, theirs)))
+  steps, values = series(entries, 'test/return')
+  print('test returns (independent-0 at the same frames): ' + ', '.join(
+      f'{k(s)} {v:.1f} ({nearest(base, s)[1]:.1f})'
+      for s, v in zip(steps, values)))
+  last = steps[-1] if len(steps) else 0
+  if last >= 55000:
+    value, count, at = window(entries, last - 25000)
+    print(f'mean test return over {at}: {value:.1f} ({count} evaluations); '
+          f'independent-0 over the same: '
+          f'{np.mean([nearest(base, s * 1000)[1] for s in at]):.1f}')
+  end = max(e['step'] for e in entries)
+  steps, norms = series(entries, 'actor_grad_norm')
+  print('actor gradient norm: ' + ', '.join(
+      f'{k(s)} {v:.2g}' for s, v in zip(steps, norms)))
+  fps_steps, fps = series(entries, 'fps')
+  quiet = fps[fps_steps >= 12000]
+  hours = wall_time(entries, end)
+  print(f'logged hours (frames / fps): {hours:.2f}; median fps from 12k on '
+        f'{np.median(quiet):.2f} ({len(quiet)} phases, {quiet.min():.2f}–'
+        f'{quiet.max():.2f}), so 100k frames after the prefill take '
+        f'{100000 / np.median(quiet) / 3600:.2f} h')
+
 def shared_claims(directory):
   print(f'\n== First runs, {directory} ==')
   for path in sorted(pathlib.Path(directory).glob('*.metrics.jsonl')):
@@ -396,6 +431,7 @@ def main(argv=None):
   world_model_claims()
   walker_claims()
   ts200_claims()
+  batch32_claims()
   paper_status(attempt=LOST_6FAE87F)
   paper_status(LOST_6FAE87F, attempt=LOST_ADDEAE0)
   paper_status(LOST_09FA511, attempt=LOST_514F07B)
