@@ -294,6 +294,7 @@ def batch32_claims():
         f'{quiet.max():.2f}), so 100k frames after the prefill take '
         f'{100000 / np.median(quiet) / 3600:.2f} h')
 
+
 def shared_claims(directory):
   print(f'\n== First runs, {directory} ==')
   for path in sorted(pathlib.Path(directory).glob('*.metrics.jsonl')):
